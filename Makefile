@@ -1,0 +1,49 @@
+# compressbench: `make study` runs the default study, `make test` runs the tests; both set up what they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+STUDY ?= studies/default.yaml
+OUT ?= runs/default
+
+.PHONY: setup study test bench lint data clean
+
+setup: $(STAMP)
+
+# torch first, pinned: the CPU wheel on this machine's disk. A loose `torch` would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@$(MAKE) --no-print-directory data
+	touch $(STAMP)
+
+# Fashion-MNIST comes from Debian's package when we may install it; otherwise say exactly how to get it.
+data:
+	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
+		echo "fashion-mnist: found in /usr/share/datasets/fashion-mnist"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null)) && \
+		echo "fashion-mnist: installed Debian's dataset-fashion-mnist"; \
+	else \
+		echo "fashion-mnist: not installed. Run 'sudo apt-get install dataset-fashion-mnist'," \
+		     "or '$(BIN)/compressbench data download fashion-mnist', or set COMPRESSBENCH_DATA to a folder with the IDX files."; \
+	fi
+
+study: $(STAMP)
+	$(BIN)/compressbench study $(STUDY) --out $(OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

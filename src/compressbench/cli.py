@@ -1,0 +1,223 @@
+"""The `compressbench` command: a thin typer layer over the Python API; nothing below this file sees typer."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from compressbench.errors import CompressbenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+data_app = typer.Typer(no_args_is_help=True, help="Get datasets that are not bundled.")
+app.add_typer(data_app, name="data")
+out = Console()
+err = Console(stderr=True)
+
+
+def friendly(command):
+    """Bad input ends in one red line and exit code 2, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except CompressbenchError as error:
+            err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+class Listable(StrEnum):
+    datasets = "datasets"
+    models = "models"
+    techniques = "techniques"
+    recipes = "recipes"
+    runtimes = "runtimes"
+
+
+@app.command("list")
+@friendly
+def list_(what: Annotated[Listable, typer.Argument(help="what to list")]) -> None:
+    """List the registered datasets, models, techniques, recipes or runtimes."""
+    from compressbench.data import list_datasets
+    from compressbench.models import list_models, models
+    from compressbench.recipes import list_recipes
+    from compressbench.runtime import list_runtimes
+    from compressbench.techniques import list_techniques, techniques
+
+    if what is Listable.models:
+        for name in list_models():
+            out.print(f"{name:10} {models.get(name).description}", highlight=False)
+    elif what is Listable.techniques:
+        for name in list_techniques():
+            out.print(f"{name:22} {techniques.get(name).summary}", highlight=False)
+    else:
+        names = {"datasets": list_datasets, "recipes": list_recipes, "runtimes": list_runtimes}[what.value]()
+        out.print("\n".join(names), highlight=False)
+
+
+@app.command()
+@friendly
+def run(
+    dataset: Annotated[str, typer.Option(help="registered dataset, or module:function / file.py:function")],
+    model: Annotated[str, typer.Option(help="zoo model, or module:function / file.py:function")],
+    recipe: Annotated[str, typer.Option(help="technique name, built-in recipe name, or recipe YAML file")] = "none",
+    seed: Annotated[int, typer.Option(help="seed of the data split and training")] = 0,
+    epochs: Annotated[int | None, typer.Option(help="baseline epochs (default: the model's own)")] = None,
+    width: Annotated[float, typer.Option(help="width multiplier of the model")] = 1.0,
+    threads: Annotated[int, typer.Option(help="runtime intra-op threads for latency")] = 1,
+    runtime: Annotated[str, typer.Option(help="onnxruntime or torch")] = "onnxruntime",
+    batch: Annotated[list[int] | None, typer.Option(help="batch sizes timed (repeat the option)")] = None,
+    warmup: Annotated[float, typer.Option(help="seconds of warm-up per session and batch size")] = 1.0,
+    repeats: Annotated[int, typer.Option(help="timed blocks per session, interleaved")] = 15,
+    out_dir: Annotated[Path, typer.Option("--out", help="folder of the results database")] = Path("runs/cli"),
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
+) -> None:
+    """Train (or reuse) a baseline, apply one recipe, and measure both side by side."""
+    from compressbench import compress
+    from compressbench.measure import LatencySettings
+    from compressbench.measure.compare import MeasureSettings
+    from compressbench.models import ModelConfig
+    from compressbench.training import default_train_config
+
+    if runtime not in ("onnxruntime", "torch"):
+        raise CompressbenchError(f"--runtime: unknown runtime {runtime!r} (known: onnxruntime, torch)")
+    training = default_train_config(model)
+    if epochs is not None:
+        training = training.model_copy(update={"epochs": epochs})
+    latency = LatencySettings(threads=threads, batch_sizes=tuple(batch or (1, 256)), warmup_s=warmup, blocks=repeats)
+    result = compress(
+        dataset, ModelConfig(name=model, width=width), recipe, seed=seed, training=training,
+        measure=MeasureSettings(runtime=runtime, latency=latency), store=out_dir / "results.db",
+    )  # fmt: skip
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=1) + "\n")
+    else:
+        out.print(side_by_side(result))
+        for flag in result["flags"]:
+            out.print(f"[yellow]flag:[/yellow] {flag}", highlight=False)
+
+
+def side_by_side(result: dict[str, Any]) -> Table:
+    base, cand = result["baseline"], result["candidate"]
+    runtime = cand["runtime"]
+    table = Table(title=f"{result['dataset']} / {result['model']} / {result['recipe']} (seed {result['seed']})",
+                  caption=f"{runtime['runtime']} {runtime['version']}, {runtime['threads']} thread(s); latency = "
+                          "median per call over interleaved timed blocks")  # fmt: skip
+    for column in ("", "baseline", "candidate", "ratio"):
+        table.add_column(column, justify="right" if column else "left")
+
+    def pct(m: dict) -> str:
+        lo, hi = m["accuracy_ci"]
+        return f"{m['accuracy'] * 100:.2f}% [{lo * 100:.1f}, {hi * 100:.1f}]"
+
+    table.add_row("accuracy (95% CI)", pct(base), pct(cand), f"{-result['accuracy_drop_pt']:+.2f} pt")
+    for batch, speedup in result["speedup"].items():
+        before, after = base["latency_ms"][batch], cand["latency_ms"][batch]
+        table.add_row(f"latency batch {batch}", f"{before:.3f} ms", f"{after:.3f} ms",
+                      f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower")  # fmt: skip
+    table.add_row(
+        "file size",
+        _bytes(base["size_bytes"]),
+        _bytes(cand["size_bytes"]),
+        f"{result['size_ratio']:.2f}x smaller",
+    )
+    table.add_row("stored size", _bytes(base["stored_bytes"]), _bytes(cand["stored_bytes"]),
+                  f"{result['compression_ratio']:.1f}x vs fp32 params")  # fmt: skip
+    table.add_row("params (non-zero)", f"{base['params']:,} ({base['nonzero_params']:,})",
+                  f"{cand['params']:,} ({cand['nonzero_params']:,})", "")  # fmt: skip
+    table.add_row("MACs", f"{base['macs']:,}", f"{cand['macs']:,}", f"{base['macs'] / max(cand['macs'], 1):.2f}x")
+    return table
+
+
+def _bytes(n: int) -> str:
+    return f"{n / 1024:.1f} KiB" if n < 1024**2 else f"{n / 1024**2:.2f} MiB"
+
+
+@app.command()
+@friendly
+def study(
+    spec: Annotated[Path, typer.Argument(help="study YAML file")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="results folder (default runs/<study name>)")] = None,
+) -> None:
+    """Run every job of a study; stored runs are skipped, so re-running resumes."""
+    from compressbench.runner.study import load_study, run_study
+
+    parsed = load_study(spec)
+    folder = out_dir or Path("runs") / parsed.name
+    counts = run_study(parsed, folder)
+    out.print(
+        f"study {parsed.name}: {counts['planned']} jobs, {counts['stored_before']} already stored, "
+        f"{counts['ok']} ran, {counts['failed']} failed -> {folder / 'results.db'}",
+        highlight=False,
+    )
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+class ResultFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+@friendly
+def results(
+    folder: Annotated[Path, typer.Argument(help="study folder or results.db")],
+    fmt: Annotated[ResultFormat, typer.Option("--format")] = ResultFormat.table,
+) -> None:
+    """Print the stored runs as a table, CSV or JSON."""
+    from compressbench.store import Store
+
+    path = folder if folder.suffix == ".db" else folder / "results.db"
+    if not path.is_file():
+        raise CompressbenchError(f"no results database at {path}")
+    store = Store(path)
+    if fmt is ResultFormat.json:
+        rows = [{"key": r.key, "status": r.status, "config": r.config, "result": r.result, "error": r.error}
+                for r in store.runs()]  # fmt: skip
+        sys.stdout.write(json.dumps(rows, indent=1) + "\n")
+        return
+    frame = store.dataframe()
+    if fmt is ResultFormat.csv:
+        sys.stdout.write(frame.to_csv(index=False))
+        return
+    table = Table(title=str(path))
+    columns = ["dataset", "model", "recipe", "seed", "status", "candidate_accuracy", "accuracy_drop_pt",
+               *[c for c in frame.columns if c.startswith("speedup_")], "size_ratio", "compression_ratio"]  # fmt: skip
+    for column in columns:
+        table.add_column(column)
+    for _, row in frame.iterrows():
+        table.add_row(*[_cell(row.get(c)) for c in columns])
+    out.print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if value != value else f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+@data_app.command("download")
+@friendly
+def download(name: Annotated[str, typer.Argument(help="fashion-mnist")]) -> None:
+    """Download a dataset from its official mirror into the user cache, verifying checksums (needs network)."""
+    if name != "fashion-mnist":
+        raise CompressbenchError(f"only fashion-mnist is downloaded; {name!r} is bundled or generated locally")
+    from compressbench.data.fashion_mnist import download as fetch
+
+    out.print(f"fashion-mnist saved to {fetch()}")
+
+
+if __name__ == "__main__":
+    app()

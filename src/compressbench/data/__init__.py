@@ -1,0 +1,116 @@
+"""Dataset registry: each loader returns raw arrays; `load_dataset` turns them into a deterministic DataBundle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from compressbench.data.bundle import DataBundle, DataSpec, Split, check_arrays, make_bundle
+from compressbench.errors import CompressbenchError
+from compressbench.registry import Registry
+
+__all__ = [
+    "DataBundle",
+    "DataSpec",
+    "DatasetConfig",
+    "RawDataset",
+    "Split",
+    "datasets",
+    "list_datasets",
+    "load_dataset",
+]
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    augmentations: tuple[str, ...] = ()
+
+
+class Loader(Protocol):
+    def __call__(self) -> RawDataset: ...
+
+
+datasets: Registry[Loader] = Registry("dataset")
+
+
+class DatasetConfig(BaseModel):
+    """Which data and how it is split. `name` is a registered dataset or a user loader `module:function`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    val_size: int | float = Field(0.1, gt=0, description="validation samples (int) or fraction of train (float)")
+    calibration_size: int = Field(512, ge=1, description="calibration samples drawn from the train split")
+    train_limit: int | None = Field(None, ge=1, description="use at most this many training samples")
+    test_limit: int | None = Field(None, ge=1, description="evaluate on at most this many test samples")
+
+
+def list_datasets() -> list[str]:
+    return datasets.names()
+
+
+_cache: dict[tuple[DatasetConfig, int], DataBundle] = {}
+
+
+def load_dataset(config: DatasetConfig | str, seed: int = 0) -> DataBundle:
+    """Load and split a dataset; the same (config, seed) always gives the same bundle (cached in-process)."""
+    if isinstance(config, str):
+        config = DatasetConfig(name=config)
+    key = (config, seed)
+    if key not in _cache:
+        _cache[key] = _load(config, seed)
+    return _cache[key]
+
+
+def _load(config: DatasetConfig, seed: int) -> DataBundle:
+    from compressbench.data.user import is_user_reference, load_user_data
+
+    raw = load_user_data(config.name) if is_user_reference(config.name) else datasets.get(config.name)()
+    if isinstance(raw, DataBundle):
+        return raw
+    x_test, y_test = raw.x_test, raw.y_test
+    if config.test_limit is not None:
+        x_test, y_test = x_test[: config.test_limit], y_test[: config.test_limit]
+    return make_bundle(
+        config.name,
+        raw.x_train,
+        raw.y_train,
+        x_test,
+        y_test,
+        seed=seed,
+        val_size=config.val_size,
+        calibration_size=config.calibration_size,
+        train_limit=config.train_limit,
+        num_classes=raw.num_classes,
+        augmentations=raw.augmentations,
+    )
+
+
+def _check_loader_output(source: str, raw: object) -> RawDataset | DataBundle:
+    if isinstance(raw, RawDataset | DataBundle):
+        return raw
+    if isinstance(raw, tuple) and len(raw) == 4:
+        x_train, y_train, x_test, y_test = raw
+    elif isinstance(raw, dict) and {"x_train", "y_train", "x_test", "y_test"} <= raw.keys():
+        x_train, y_train, x_test, y_test = (raw[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    else:
+        raise CompressbenchError(
+            f"{source}: must return a DataBundle, a RawDataset, a tuple (x_train, y_train, x_test, y_test) "
+            f"or a dict with those keys; got {type(raw).__name__}"
+        )
+    for part, (x, y) in {"train": (x_train, y_train), "test": (x_test, y_test)}.items():
+        check_arrays(f"{source} {part}", x, y)
+    num_classes = int(max(np.max(y_train), np.max(y_test))) + 1
+    return RawDataset(x_train, y_train, x_test, y_test, num_classes)
+
+
+# Register the built-in datasets.
+from compressbench.data import digits, fashion_mnist, mnist1d, synthetic  # noqa: E402,F401

@@ -1,0 +1,122 @@
+"""DataBundle: deterministic train / val / test / calibration splits, normalised with train statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from compressbench.errors import CompressbenchError
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model is built from: the shape of one input and the number of classes."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    # Augmentations that keep the label (e.g. horizontal flip is fine for clothes, not for digits).
+    augmentations: tuple[str, ...] = ()
+    mean: float = 0.0
+    std: float = 1.0
+
+
+@dataclass(frozen=True)
+class Split:
+    x: np.ndarray  # float32, (N, *input_shape)
+    y: np.ndarray  # int64, (N,)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    spec: DataSpec
+    train: Split
+    val: Split
+    test: Split
+    calibration: Split
+    notes: dict[str, object] = field(default_factory=dict)
+
+    def split(self, name: str) -> Split:
+        if name not in ("train", "val", "test", "calibration"):
+            raise CompressbenchError(f"unknown split {name!r} (known: train, val, test, calibration)")
+        return getattr(self, name)
+
+
+def check_arrays(source: str, x: np.ndarray, y: np.ndarray, num_classes: int | None = None) -> None:
+    """Validate one (x, y) pair from a loader; errors name the source so a user knows which file or function."""
+    if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
+        raise CompressbenchError(f"{source}: expected numpy arrays, got {type(x).__name__} and {type(y).__name__}")
+    if x.ndim < 2:
+        raise CompressbenchError(f"{source}: inputs must have shape (N, ...) with N samples, got {x.shape}")
+    if y.ndim != 1 or len(y) != len(x):
+        raise CompressbenchError(f"{source}: labels must have shape ({len(x)},), got {y.shape}")
+    if len(x) == 0:
+        raise CompressbenchError(f"{source}: no samples")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise CompressbenchError(f"{source}: labels must be integers, got dtype {y.dtype}")
+    if y.min() < 0 or (num_classes is not None and y.max() >= num_classes):
+        raise CompressbenchError(f"{source}: labels must lie in [0, {num_classes}), got [{y.min()}, {y.max()}]")
+    if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x.astype(np.float64)).all():
+        raise CompressbenchError(f"{source}: inputs must be finite numbers, got dtype {x.dtype}")
+
+
+def make_bundle(
+    name: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    seed: int,
+    val_size: int | float,
+    calibration_size: int,
+    train_limit: int | None = None,
+    num_classes: int | None = None,
+    augmentations: tuple[str, ...] = (),
+) -> DataBundle:
+    """Split train into train/val (shuffled by `seed`), draw calibration from train, normalise by train stats.
+
+    Inputs of shape (N, H, W) or (N, L) gain a channel axis: models always see (N, C, ...).
+    """
+    num_classes = num_classes or int(max(y_train.max(), y_test.max())) + 1
+    check_arrays(f"{name} train", x_train, y_train, num_classes)
+    check_arrays(f"{name} test", x_test, y_test, num_classes)
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise CompressbenchError(f"{name}: train inputs {x_train.shape[1:]} and test inputs {x_test.shape[1:]} differ")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(y_train))
+    n_val = int(round(val_size * len(order))) if isinstance(val_size, float) else int(val_size)
+    if not 0 < n_val < len(order):
+        raise CompressbenchError(f"{name}: val_size {val_size} leaves no train or no val samples ({len(order)} in all)")
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    if train_limit is not None:
+        train_idx = train_idx[:train_limit]
+    calibration_idx = train_idx[: min(calibration_size, len(train_idx))]
+
+    x_train = _with_channel_axis(x_train.astype(np.float32))
+    x_test = _with_channel_axis(x_test.astype(np.float32))
+    mean = float(x_train[train_idx].mean())
+    std = float(x_train[train_idx].std()) or 1.0
+
+    def split(x: np.ndarray, y: np.ndarray, idx: np.ndarray | None = None) -> Split:
+        xs = x if idx is None else x[idx]
+        ys = y if idx is None else y[idx]
+        return Split(((xs - mean) / std).astype(np.float32), ys.astype(np.int64))
+
+    spec = DataSpec(name, tuple(x_train.shape[1:]), num_classes, augmentations, mean, std)
+    return DataBundle(
+        spec,
+        train=split(x_train, y_train, train_idx),
+        val=split(x_train, y_train, val_idx),
+        test=split(x_test, y_test),
+        calibration=split(x_train, y_train, calibration_idx),
+        notes={"seed": seed, "normalisation": "mean/std of the train split"},
+    )
+
+
+def _with_channel_axis(x: np.ndarray) -> np.ndarray:
+    return x[:, None] if x.ndim in (2, 3) else x

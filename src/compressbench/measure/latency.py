@@ -1,0 +1,87 @@
+"""Latency of several sessions measured side by side: time-based warm-up, interleaved timed blocks, percentiles.
+
+Interleaving (baseline block, candidate block, baseline block, ...) makes a ratio survive a noisy machine:
+both see the same slow and fast moments. Absolute figures are recorded but only ratios should be compared.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from compressbench.runtime import Session
+
+
+class LatencySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_sizes: tuple[int, ...] = (1, 256)
+    warmup_s: float = Field(1.0, ge=0, description="run each session for this long before timing")
+    blocks: int = Field(15, ge=1, description="timed blocks per session, interleaved between sessions")
+    block_s: float = Field(0.2, gt=0, description="target duration of one timed block")
+    threads: int = Field(1, ge=1, description="intra-op threads of every session")
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Milliseconds per call (one call = one batch): median and the 10th/90th percentiles over all timed calls."""
+
+    batch: int
+    p50_ms: float
+    p10_ms: float
+    p90_ms: float
+    calls: int
+    blocks: int
+    threads: int
+
+
+def measure_latency_interleaved(
+    sessions: Sequence[Session], inputs: np.ndarray, settings: LatencySettings
+) -> list[dict[int, LatencyStats]]:
+    """For each batch size, warm every session up, then time them in interleaved blocks of calls.
+
+    `inputs` are real samples, repeated when a batch is larger than they are. Returns, per session, its stats
+    by batch size.
+    """
+    results: list[dict[int, LatencyStats]] = [{} for _ in sessions]
+    for batch in settings.batch_sizes:
+        x = np.ascontiguousarray(np.resize(inputs, (batch, *inputs.shape[1:])).astype(np.float32))
+        calls_per_block = []
+        for session in sessions:
+            per_call = _warm_up(session, x, settings.warmup_s)
+            calls_per_block.append(max(1, int(settings.block_s / max(per_call, 1e-7))))
+        samples: list[list[float]] = [[] for _ in sessions]
+        for _ in range(settings.blocks):
+            for i, session in enumerate(sessions):
+                samples[i].extend(_timed_calls(session, x, calls_per_block[i]))
+        for i, times in enumerate(samples):
+            ms = np.asarray(times) * 1e3
+            results[i][batch] = LatencyStats(
+                batch, float(np.median(ms)), float(np.percentile(ms, 10)), float(np.percentile(ms, 90)),
+                len(ms), settings.blocks, settings.threads,
+            )  # fmt: skip
+    return results
+
+
+def _warm_up(session: Session, x: np.ndarray, seconds: float) -> float:
+    """Run until `seconds` have passed (at least 3 calls); return the mean seconds per call of the last half."""
+    started = time.perf_counter()
+    durations = []
+    while len(durations) < 3 or time.perf_counter() - started < seconds:
+        t0 = time.perf_counter()
+        session.run(x)
+        durations.append(time.perf_counter() - t0)
+    return float(np.mean(durations[len(durations) // 2 :]))
+
+
+def _timed_calls(session: Session, x: np.ndarray, calls: int) -> list[float]:
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        session.run(x)
+        times.append(time.perf_counter() - t0)
+    return times

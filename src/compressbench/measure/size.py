@@ -1,0 +1,68 @@
+"""Size as a deployer sees it: bytes of the runtime file, its zstd-compressed bytes, parameters, non-zeros, MACs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+import torch
+import zstandard
+from torch import nn
+
+ZSTD_LEVEL = 19
+
+
+@dataclass(frozen=True)
+class SizeResult:
+    size_bytes: int  # the deployable file (ONNX, weights inside)
+    zstd_bytes: int  # that file compressed with zstd at level 19
+    params: int
+    nonzero_params: int
+    macs: int  # multiply-accumulates for one input
+
+
+def zstd_size(payload: bytes) -> int:
+    return len(zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(payload))
+
+
+def count_params(module: nn.Module) -> tuple[int, int]:
+    params = list(module.parameters())
+    return sum(p.numel() for p in params), sum(int(torch.count_nonzero(p)) for p in params)
+
+
+def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of the convolutions and linear layers for one input (bias adds and activations not
+    counted, as in the papers), from the layers' shapes as they are now (so pruned channels count as gone)."""
+    total = 0
+
+    def conv(layer: nn.Conv1d | nn.Conv2d, _inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        per_output = (layer.in_channels // layer.groups) * int(torch.tensor(layer.kernel_size).prod())
+        total += output[0].numel() * per_output
+
+    def linear(layer: nn.Linear, _inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        total += output[0].numel() * layer.in_features
+
+    handles = []
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv1d | nn.Conv2d):
+            handles.append(layer.register_forward_hook(conv))
+        elif isinstance(layer, nn.Linear):
+            handles.append(layer.register_forward_hook(linear))
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            module(torch.zeros(1, *input_shape))
+    finally:
+        module.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+def measure_size(proto: onnx.ModelProto, module: nn.Module, input_shape: tuple[int, ...]) -> SizeResult:
+    payload = proto.SerializeToString()
+    params, nonzero = count_params(module)
+    return SizeResult(len(payload), zstd_size(payload), params, nonzero, count_macs(module, input_shape))

@@ -1,0 +1,105 @@
+"""Model zoo registry: every family builds from a DataSpec with a width (and where it fits, depth) multiplier."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from compressbench.data import DataSpec
+from compressbench.errors import CompressbenchError
+from compressbench.imports import is_user_reference, load_reference
+from compressbench.registry import Registry
+
+__all__ = ["ModelConfig", "ModelFamily", "build_model", "list_models", "models", "scaled"]
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    build: Callable[[DataSpec, float, int | None], nn.Module]
+    input_rank: int | None  # 2 for (C, L) signals, 3 for (C, H, W) images, None for any
+    description: str
+
+
+models: Registry[ModelFamily] = Registry("model")
+
+
+class ModelConfig(BaseModel):
+    """A zoo family by name (or a user factory `module:function`) with its size multipliers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    width: float = Field(1.0, gt=0, le=8, description="channel / unit multiplier")
+    depth: int | None = Field(None, ge=1, description="blocks per stage (resnet) or hidden layers (mlp)")
+
+
+def list_models() -> list[str]:
+    return models.names()
+
+
+def scaled(channels: int, width: float) -> int:
+    return max(1, round(channels * width))
+
+
+def build_model(config: ModelConfig | str, spec: DataSpec, seed: int | None = None) -> nn.Module:
+    """Build an untrained model for `spec` (initialised from `seed` when given, without touching the global RNG),
+    and check that it maps one input batch to (N, num_classes) logits."""
+    if isinstance(config, str):
+        config = ModelConfig(name=config)
+    if seed is None:
+        return _build(config, spec)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return _build(config, spec)
+
+
+def _build(config: ModelConfig, spec: DataSpec) -> nn.Module:
+    if is_user_reference(config.name):
+        model = load_reference(config.name, what="model")(spec)
+        if not isinstance(model, nn.Module):
+            raise CompressbenchError(
+                f"model {config.name!r}: must return a torch.nn.Module, got {type(model).__name__}"
+            )
+    else:
+        family = models.get(config.name)
+        if family.input_rank is not None and len(spec.input_shape) != family.input_rank:
+            kind = {2: "1-D signals (C, L)", 3: "images (C, H, W)"}[family.input_rank]
+            raise CompressbenchError(
+                f"model {config.name!r} takes {kind}, but dataset {spec.name!r} "
+                f"gives inputs of shape {spec.input_shape}"
+            )
+        model = family.build(spec, config.width, config.depth)
+    check_output_shape(model, spec, config.name)
+    return model
+
+
+def is_compatible(name: str, spec: DataSpec) -> bool:
+    if is_user_reference(name):
+        return True
+    rank = models.get(name).input_rank
+    return rank is None or rank == len(spec.input_shape)
+
+
+def check_output_shape(model: nn.Module, spec: DataSpec, name: str) -> None:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, *spec.input_shape))
+    except Exception as error:
+        raise CompressbenchError(
+            f"model {name!r}: forward pass on input (2, {spec.input_shape}) failed: {error}"
+        ) from error
+    finally:
+        model.train(was_training)
+    if tuple(out.shape) != (2, spec.num_classes):
+        raise CompressbenchError(
+            f"model {name!r}: output shape {tuple(out.shape)} for 2 inputs; expected (2, {spec.num_classes}) logits"
+        )
+
+
+from compressbench.models import conv1d, lenet, mlp, resnet  # noqa: E402,F401

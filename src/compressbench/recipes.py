@@ -1,0 +1,126 @@
+"""A recipe is an ordered list of technique steps with validated configs, checked before anything runs."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from compressbench.errors import CompressbenchError
+from compressbench.registry import unknown_name_message
+from compressbench.techniques import Form, Technique, TechniqueConfig, techniques
+
+RECIPE_DIR = Path(__file__).parent / "recipe_files"
+NO_COMPRESSION = "none"
+
+
+@dataclass(frozen=True)
+class Step:
+    technique: type[Technique]
+    config: TechniqueConfig
+
+    def build(self) -> Technique:
+        return self.technique(self.config)
+
+    def canonical(self) -> dict[str, Any]:
+        return {"technique": self.technique.name, **self.config.model_dump(mode="json")}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    steps: tuple[Step, ...]
+
+    def canonical(self) -> dict[str, Any]:
+        """The full recipe with every default filled in: what a stored run keeps and what its key hashes."""
+        return {"name": self.name, "steps": [step.canonical() for step in self.steps]}
+
+
+def builtin_recipes() -> dict[str, Path]:
+    return {path.stem: path for path in sorted(RECIPE_DIR.glob("*.yaml"))}
+
+
+def list_recipes() -> list[str]:
+    return [NO_COMPRESSION, *builtin_recipes(), *techniques.names()]
+
+
+def load_recipe(reference: str | dict[str, Any] | Recipe) -> Recipe:
+    """A recipe from a technique name, a built-in recipe name, a YAML file, or a dict of the YAML's shape."""
+    if isinstance(reference, Recipe):
+        return reference
+    if isinstance(reference, dict):
+        return recipe_from_dict(reference, source="recipe")
+    if reference == NO_COMPRESSION:
+        return Recipe(NO_COMPRESSION, ())
+    if reference in techniques:
+        return recipe_from_dict({"name": reference, "steps": [{"technique": reference}]}, source=reference)
+    builtin = builtin_recipes()
+    path = builtin.get(reference) or Path(reference)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise CompressbenchError(f"recipe file {path} not found")
+        try:
+            document = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise CompressbenchError(f"recipe file {path}: not valid YAML: {error}") from error
+        if not isinstance(document, dict):
+            raise CompressbenchError(f"recipe file {path}: expected a mapping with 'steps'")
+        document.setdefault("name", path.stem)
+        return recipe_from_dict(document, source=str(path))
+    raise CompressbenchError(unknown_name_message("recipe", reference, list_recipes()))
+
+
+def recipe_from_dict(document: dict[str, Any], source: str) -> Recipe:
+    unknown = set(document) - {"name", "steps", "description"}
+    if unknown:
+        raise CompressbenchError(f"{source}: unknown key(s) {sorted(unknown)}; a recipe has name, description, steps")
+    raw_steps = document.get("steps")
+    if not isinstance(raw_steps, list):
+        raise CompressbenchError(f"{source}: 'steps' must be a list of steps")
+    steps = []
+    for number, raw in enumerate(raw_steps, start=1):
+        if not isinstance(raw, dict) or "technique" not in raw:
+            raise CompressbenchError(f"{source}: step {number} must be a mapping with a 'technique' key")
+        options = dict(raw)
+        name = options.pop("technique")
+        try:
+            technique = techniques.get(name)
+        except CompressbenchError as error:
+            raise CompressbenchError(f"{source}: step {number}: {error}") from None
+        steps.append(Step(technique, validate_config(technique, options, f"{source}: step {number} ({name})")))
+    recipe = Recipe(str(document.get("name", source)), tuple(steps))
+    check_recipe(recipe, source)
+    return recipe
+
+
+def validate_config(technique: type[Technique], options: dict[str, Any], where: str) -> TechniqueConfig:
+    """Validate step options; the error names the step and the field, with a close match for a misspelt field."""
+    try:
+        return technique.Config(**options)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "config"
+        hint = ""
+        if first["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(first["loc"][0]), list(technique.Config.model_fields), n=1)
+            hint = (
+                f"; did you mean {close[0]!r}?" if close else f" (fields: {', '.join(technique.Config.model_fields)})"
+            )
+        raise CompressbenchError(f"{where}: field {field!r}: {first['msg']}{hint}") from None
+
+
+def check_recipe(recipe: Recipe, source: str) -> None:
+    """A step that needs a torch module cannot follow one that left only an ONNX graph; name both steps."""
+    form, producer = Form.MODULE, None
+    for number, step in enumerate(recipe.steps, start=1):
+        if step.technique.consumes is Form.MODULE and form is Form.GRAPH:
+            raise CompressbenchError(
+                f"{source}: step {number} ({step.technique.name}) needs {Form.MODULE.value}, but step "
+                f"{producer[0]} ({producer[1]}) produced {Form.GRAPH.value}; put {step.technique.name} earlier"
+            )
+        if step.technique.produces is Form.GRAPH:
+            form, producer = Form.GRAPH, (number, step.technique.name)

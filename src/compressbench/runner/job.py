@@ -1,0 +1,131 @@
+"""One job: data -> baseline (cached) -> recipe -> export -> measure side by side -> one result object."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from compressbench.cache import Cache
+from compressbench.data import DataBundle, DatasetConfig, load_dataset
+from compressbench.hashing import config_hash
+from compressbench.imports import is_user_reference, reference_fingerprint
+from compressbench.measure.compare import MeasureSettings, measure_candidates
+from compressbench.measure.environment import environment
+from compressbench.models import ModelConfig, build_model
+from compressbench.progress import log
+from compressbench.recipes import Recipe, load_recipe
+from compressbench.techniques import Candidate, Context
+from compressbench.training import TrainConfig, default_train_config, train
+
+SLOWER_THAN = 0.95
+
+
+class JobConfig(BaseModel):
+    """Everything that determines a run's figures; its hash is the run's key in the store."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: DatasetConfig
+    model: ModelConfig
+    recipe: dict[str, Any]  # canonical recipe (every default filled in)
+    seed: int = Field(0, ge=0)
+    training: TrainConfig
+    measure: MeasureSettings = MeasureSettings()
+
+    def identity(self) -> dict[str, Any]:
+        identity = self.model_dump(mode="json")
+        fingerprints = {ref: reference_fingerprint(ref) for ref in (self.dataset.name, self.model.name)
+                        if is_user_reference(ref)}  # fmt: skip
+        if fingerprints:
+            identity["fingerprints"] = fingerprints
+        return identity
+
+    def key(self) -> str:
+        return config_hash(self.identity())
+
+
+def make_job(
+    dataset: DatasetConfig | str,
+    model: ModelConfig | str,
+    recipe: Recipe | str | dict,
+    *,
+    seed: int = 0,
+    training: TrainConfig | None = None,
+    measure: MeasureSettings | None = None,
+) -> JobConfig:
+    dataset = DatasetConfig(name=dataset) if isinstance(dataset, str) else dataset
+    model = ModelConfig(name=model) if isinstance(model, str) else model
+    return JobConfig(
+        dataset=dataset,
+        model=model,
+        recipe=load_recipe(recipe).canonical(),
+        seed=seed,
+        training=training or default_train_config(model.name),
+        measure=measure or MeasureSettings(),
+    )
+
+
+def trained_baseline(job: JobConfig, data: DataBundle, cache: Cache):
+    """The job's trained baseline, from the cache when any earlier job trained the same one."""
+    identity = {"dataset": job.dataset.model_dump(mode="json"), "model": job.model.model_dump(mode="json"),
+                "training": job.training.model_dump(mode="json"), "seed": job.seed,
+                "fingerprints": job.identity().get("fingerprints", {})}  # fmt: skip
+
+    def fit(model) -> dict[str, Any]:
+        report = train(model, data, job.training, seed=job.seed, description=f"baseline {job.model.name}")
+        return {"val_accuracy": report.val_accuracy, "epochs_run": report.epochs_run,
+                "best_epoch": report.best_epoch, "train_seconds": report.seconds}  # fmt: skip
+
+    return cache.model("baselines", identity, lambda: build_model(job.model, data.spec, seed=job.seed), fit)
+
+
+def run_job(job: JobConfig, cache: Cache) -> dict[str, Any]:
+    """Run one job end to end and return its result object (the shape `compressbench run --json` prints)."""
+    data = load_dataset(job.dataset, job.seed)
+    baseline, baseline_meta = trained_baseline(job, data, cache)
+    recipe = load_recipe(job.recipe)
+    context = Context(data=data, baseline=baseline, model=job.model, train_config=job.training, seed=job.seed,
+                      cache=cache, latency=job.measure.latency)  # fmt: skip
+    candidate = Candidate(module=copy.deepcopy(baseline))
+    for number, step in enumerate(recipe.steps, start=1):
+        log(f"[dim]step {number}/{len(recipe.steps)}: {step.technique.name}[/dim]")
+        candidate = step.build().apply(candidate, context)
+    measured = {"baseline": Candidate(module=baseline), "candidate": candidate, **candidate.companions}
+    metrics = measure_candidates(measured, data, job.measure)
+    return summarise(job, data, metrics, candidate, baseline_meta)
+
+
+def summarise(
+    job: JobConfig, data: DataBundle, metrics: dict[str, dict], candidate: Candidate, baseline_meta: dict
+) -> dict[str, Any]:
+    base, cand = metrics["baseline"], metrics["candidate"]
+    speedup = {b: base["latency_ms"][b] / cand["latency_ms"][b] for b in base["latency_ms"]}
+    flags = list(candidate.flags)
+    # Below 0.95x is outside the run-to-run noise of interleaved medians here; between 0.95 and 1.0 is "no change".
+    flags += [f"slower than baseline at batch {b} ({s:.2f}x)" for b, s in speedup.items() if s < SLOWER_THAN]
+    if not cand["finite_outputs"]:
+        flags.append("non-finite outputs (NaN or inf) on the runtime")
+    if cand["accuracy"] < 2.0 / data.spec.num_classes:
+        flags.append("accuracy collapsed (under twice chance)")
+    result = {
+        "dataset": job.dataset.name,
+        "model": job.model.name,
+        "recipe": job.recipe["name"],
+        "seed": job.seed,
+        "baseline": base,
+        "candidate": cand,
+        "speedup": speedup,
+        "size_ratio": base["size_bytes"] / cand["size_bytes"],
+        "compression_ratio": base["params"] * 4 / cand["stored_bytes"],
+        "accuracy_drop_pt": (base["accuracy"] - cand["accuracy"]) * 100,
+        "steps": candidate.records,
+        "flags": flags,
+        "baseline_training": {k: v for k, v in baseline_meta.items() if k != "identity"},
+        "measurement": job.measure.model_dump(mode="json"),
+        "environment": environment(),
+    }
+    for name in metrics.keys() - {"baseline", "candidate"}:
+        result[name] = metrics[name]
+    return result

@@ -1,0 +1,130 @@
+"""A study: datasets x models x recipes x seeds, planned into jobs, run with resume, every run stored."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from compressbench import progress
+from compressbench.cache import Cache, default_cache_dir
+from compressbench.data import DatasetConfig, load_dataset
+from compressbench.errors import CompressbenchError
+from compressbench.measure.compare import MeasureSettings
+from compressbench.models import ModelConfig, is_compatible
+from compressbench.recipes import load_recipe
+from compressbench.runner.job import JobConfig, make_job, run_job
+from compressbench.store import Store
+from compressbench.training import TrainConfig, default_train_config
+
+
+class StudySpec(BaseModel):
+    """The YAML study file. Models run on every dataset whose inputs they take (an MLP on all, LeNet-5 on images)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    datasets: list[DatasetConfig] = Field(min_length=1)
+    models: list[ModelConfig] = Field(min_length=1)
+    recipes: list[str | dict[str, Any]] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    training: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per model: TrainConfig overrides")
+    measure: MeasureSettings = MeasureSettings()
+    traded_away: str = Field("", description="what this profile gives up for time, for the report")
+
+
+def load_study(path: Path | str) -> StudySpec:
+    path = Path(path)
+    if not path.is_file():
+        raise CompressbenchError(f"study file {path} not found")
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise CompressbenchError(f"study file {path}: not valid YAML: {error}") from error
+    if not isinstance(document, dict):
+        raise CompressbenchError(f"study file {path}: expected a mapping")
+    for key in ("datasets", "models"):  # allow plain names in lists
+        document[key] = [{"name": item} if isinstance(item, str) else item for item in document.get(key) or []]
+    document.setdefault("name", path.stem)
+    try:
+        return StudySpec(**document)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise CompressbenchError(f"study file {path}: field {field!r}: {first['msg']}") from None
+
+
+def plan(spec: StudySpec) -> tuple[list[JobConfig], list[str]]:
+    """Expand the spec into jobs (recipes validated first); return the jobs and the pairs skipped, with why."""
+    recipes = [load_recipe(recipe) for recipe in spec.recipes]
+    jobs, skipped = [], []
+    for dataset in spec.datasets:
+        data_spec = load_dataset(dataset).spec
+        for model in spec.models:
+            if not is_compatible(model.name, data_spec):
+                skipped.append(f"{model.name} on {dataset.name}: takes other inputs than {data_spec.input_shape}")
+                continue
+            training = _training(spec, model.name)
+            for recipe in recipes:
+                for seed in spec.seeds:
+                    jobs.append(make_job(dataset, model, recipe, seed=seed, training=training, measure=spec.measure))
+    return jobs, skipped
+
+
+def _training(spec: StudySpec, model: str) -> TrainConfig:
+    overrides = spec.training.get(model, {})
+    try:
+        return TrainConfig(**{**default_train_config(model).model_dump(), **overrides})
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise CompressbenchError(f"study {spec.name}: training.{model}.{first['loc'][0]}: {first['msg']}") from None
+
+
+def run_study(spec: StudySpec | Path | str, out: Path | str, cache: Cache | None = None) -> dict[str, int]:
+    """Run every job not yet stored in `out/results.db`; a failed job is stored with its error and the study goes on."""
+    spec = spec if isinstance(spec, StudySpec) else load_study(spec)
+    cache = cache or Cache(default_cache_dir())
+    store = Store(Path(out) / "results.db")
+    jobs, skipped = plan(spec)
+    for line in skipped:
+        progress.log(f"[dim]skip {line}[/dim]")
+    counts = {"planned": len(jobs), "stored_before": 0, "ok": 0, "failed": 0}
+    with progress.bar(f"study {spec.name}", len(jobs)) as bar:
+        for number, job in enumerate(jobs, start=1):
+            label = (
+                f"[{number}/{len(jobs)}] {job.dataset.name} / {job.model.name} / {job.recipe['name']} / seed {job.seed}"
+            )
+            key = job.key()
+            if store.has(key):
+                counts["stored_before"] += 1
+            else:
+                started = time.perf_counter()
+                try:
+                    result = run_job(job, cache)
+                except Exception as error:  # a failing job is a result too; the study goes on
+                    store.put(
+                        key,
+                        job.identity(),
+                        error=f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=5)}",
+                    )
+                    counts["failed"] += 1
+                    progress.log(f"[red]failed[/red] {label}: {type(error).__name__}: {error}")
+                else:
+                    store.put(key, job.identity(), result=result)
+                    counts["ok"] += 1
+                    progress.log(f"[green]ok[/green] {label} in {time.perf_counter() - started:.0f} s: "
+                                 f"{_headline(result)}")  # fmt: skip
+            if bar is not None:
+                bar.update(bar.task_ids[0], advance=1)
+    return counts
+
+
+def _headline(result: dict[str, Any]) -> str:
+    speed = " ".join(f"b{b} {s:.2f}x" for b, s in result["speedup"].items())
+    return (f"acc {result['candidate']['accuracy']:.4f} (drop {result['accuracy_drop_pt']:+.2f} pt), "
+            f"speed-up {speed}, size {result['size_ratio']:.2f}x")  # fmt: skip

@@ -1,0 +1,201 @@
+"""The one train / fine-tune / evaluate loop. Deterministic by seed; techniques hook in through `loss` and `hooks`."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from compressbench import progress
+from compressbench.data import DataBundle, Split
+
+
+class TrainConfig(BaseModel):
+    """How a model is trained or fine-tuned. Defaults per zoo family live in `default_train_config`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(10, ge=0)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "cosine"] = "constant"
+    augment: bool = False
+    patience: int | None = Field(None, ge=1, description="stop after this many epochs without a better val accuracy")
+    threads: int | None = Field(None, ge=1, description="torch threads while training; None keeps torch's default")
+
+
+def default_train_config(model: str) -> TrainConfig:
+    """Per-family recipes that reach a baseline a practitioner accepts (figures in the README)."""
+    if model == "resnet":
+        return TrainConfig(epochs=15, optimizer="sgd", lr=0.1, weight_decay=5e-4, schedule="cosine", augment=True)
+    if model == "lenet5":
+        return TrainConfig(epochs=15, lr=1e-3, schedule="cosine", patience=4)
+    if model == "conv1d":
+        return TrainConfig(epochs=40, lr=3e-3, weight_decay=1e-4, schedule="cosine")
+    return TrainConfig(epochs=20, lr=1e-3, schedule="cosine", patience=4)
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor
+    y: torch.Tensor
+    index: torch.Tensor  # positions in the train split, so cached per-sample values (teacher logits) can be found
+
+
+LossFn = Callable[[nn.Module, torch.Tensor, Batch], torch.Tensor]
+
+
+class TrainHook:
+    """Called by the loop; techniques override what they need (pruning masks, schedules)."""
+
+    def after_step(self, model: nn.Module, step: int, total_steps: int) -> None: ...
+
+    def after_epoch(self, model: nn.Module, epoch: int) -> None: ...
+
+
+def cross_entropy(model: nn.Module, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    return F.cross_entropy(logits, batch.y)
+
+
+@dataclass
+class TrainReport:
+    epochs_run: int
+    best_epoch: int
+    val_accuracy: float
+    history: list[dict[str, float]]
+    seconds: float
+
+
+def train(
+    model: nn.Module,
+    data: DataBundle,
+    config: TrainConfig,
+    *,
+    seed: int = 0,
+    loss: LossFn = cross_entropy,
+    hooks: Sequence[TrainHook] = (),
+    description: str = "train",
+) -> TrainReport:
+    """Train `model` in place on the train split; keep the weights of the best validation epoch when early-stopping."""
+    started = time.perf_counter()
+    previous_threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(seed)
+    generator = np.random.default_rng(seed)
+    x_train = torch.from_numpy(data.train.x)
+    y_train = torch.from_numpy(data.train.y)
+    steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
+    total_steps = max(1, steps_per_epoch * config.epochs)
+    optimizer = _optimizer(model, config)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_steps) if config.schedule == "cosine" else None
+    )
+    history: list[dict[str, float]] = []
+    best = (-1.0, 0, None)  # (val accuracy, epoch, state)
+    step = 0
+    try:
+        with progress.bar(description, config.epochs) as bar:
+            for epoch in range(1, config.epochs + 1):
+                model.train()
+                order = torch.from_numpy(generator.permutation(len(y_train)))
+                running = 0.0
+                for start in range(0, len(order), config.batch_size):
+                    index = order[start : start + config.batch_size]
+                    x = x_train[index]
+                    if config.augment:
+                        x = augment(x, data.spec.augmentations, generator)
+                    batch = Batch(x, y_train[index], index)
+                    value = loss(model, model(x), batch)
+                    optimizer.zero_grad(set_to_none=True)
+                    value.backward()
+                    optimizer.step()
+                    if scheduler:
+                        scheduler.step()
+                    step += 1
+                    running += value.item() * len(index)
+                    for hook in hooks:
+                        hook.after_step(model, step, total_steps)
+                for hook in hooks:
+                    hook.after_epoch(model, epoch)
+                val_accuracy = evaluate(model, data.val)
+                history.append({"epoch": epoch, "loss": running / len(order), "val_accuracy": val_accuracy})
+                if val_accuracy > best[0]:
+                    best = (
+                        val_accuracy,
+                        epoch,
+                        copy.deepcopy(model.state_dict()) if config.patience else None,
+                    )
+                if bar is not None:
+                    bar.update(bar.task_ids[0], advance=1, status=f"val {val_accuracy:.4f}")
+                if config.patience and epoch - best[1] >= config.patience:
+                    break
+    finally:
+        torch.set_num_threads(previous_threads)
+    if config.patience and best[2] is not None:
+        model.load_state_dict(best[2])
+    model.eval()
+    if not history:
+        val_accuracy = evaluate(model, data.val)
+        return TrainReport(0, 0, val_accuracy, [], time.perf_counter() - started)
+    final = best[0] if config.patience else history[-1]["val_accuracy"]
+    best_epoch = best[1] if config.patience else len(history)
+    return TrainReport(len(history), best_epoch, final, history, time.perf_counter() - started)
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+            weight_decay=config.weight_decay,
+        )
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def augment(x: torch.Tensor, allowed: tuple[str, ...], generator: np.random.Generator, pad: int = 2) -> torch.Tensor:
+    """Random `pad`-pixel crop (and horizontal flip where the dataset allows it), per sample, for image batches."""
+    if x.ndim != 4:
+        return x
+    n, _, h, w = x.shape
+    if "crop" in allowed:
+        padded = F.pad(x, (pad, pad, pad, pad))
+        dy, dx = generator.integers(0, 2 * pad + 1, (2, n))
+        rows = torch.arange(h)[None, :] + torch.from_numpy(dy)[:, None]
+        cols = torch.arange(w)[None, :] + torch.from_numpy(dx)[:, None]
+        x = padded[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None],
+                   rows[:, None, :, None], cols[:, None, None, :]]  # fmt: skip
+    if "hflip" in allowed:
+        flip = torch.from_numpy(generator.random(n) < 0.5)
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return x
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, split: Split, batch_size: int = 512) -> np.ndarray:
+    was_training = model.training
+    model.eval()
+    out = [model(torch.from_numpy(split.x[i : i + batch_size])).numpy() for i in range(0, len(split), batch_size)]
+    model.train(was_training)
+    return np.concatenate(out)
+
+
+def evaluate(model: nn.Module, split: Split) -> float:
+    """Top-1 accuracy of the torch module (training-time feedback; reported accuracy comes from the runtime)."""
+    return float((predict_logits(model, split).argmax(1) == split.y).mean())

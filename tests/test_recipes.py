@@ -1,0 +1,58 @@
+import pytest
+
+from compressbench.errors import CompressbenchError
+from compressbench.recipes import load_recipe
+
+
+def test_a_technique_name_is_a_one_step_recipe_with_every_default_filled_in():
+    recipe = load_recipe("quant.dynamic")
+    assert recipe.canonical() == {
+        "name": "quant.dynamic",
+        "steps": [
+            {
+                "technique": "quant.dynamic",
+                "op_types": ["MatMul", "Gemm"],
+                "per_channel": False,
+                "weight_type": "int8",
+            }
+        ],
+    }
+    assert load_recipe("none").steps == ()
+
+
+def test_yaml_recipe_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("steps:\n  - technique: quant.dynamic\n    per_channel: true\n")
+    recipe = load_recipe(str(path))
+    assert recipe.name == "mine" and recipe.steps[0].config.per_channel is True
+
+
+def test_a_misspelt_field_names_the_step_and_suggests_the_field(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("steps:\n  - technique: quant.dynamic\n    per_chanel: true\n")
+    with pytest.raises(
+        CompressbenchError,
+        match=r"typo.yaml: step 1 \(quant.dynamic\): field 'per_chanel'.*did you mean 'per_channel'",
+    ):
+        load_recipe(str(path))
+
+
+def test_a_bad_value_names_the_field():
+    with pytest.raises(CompressbenchError, match=r"step 1 \(quant.dynamic\): field 'op_types.0'"):
+        load_recipe({"name": "x", "steps": [{"technique": "quant.dynamic", "op_types": ["Matmul"]}]})
+
+
+def test_an_unknown_technique_suggests_the_close_one():
+    with pytest.raises(CompressbenchError, match="did you mean 'quant.dynamic'"):
+        load_recipe({"name": "x", "steps": [{"technique": "quant.dynamc"}]})
+    with pytest.raises(CompressbenchError, match="unknown recipe 'quant.dynamc'.*did you mean 'quant.dynamic'"):
+        load_recipe("quant.dynamc")
+
+
+def test_a_module_step_after_a_graph_step_is_refused_naming_both_steps():
+    steps = [{"technique": "quant.dynamic"}, {"technique": "quant.dynamic"}]
+    with pytest.raises(
+        CompressbenchError,
+        match=r"step 2 \(quant.dynamic\) needs a torch module, but step 1 \(quant.dynamic\) produced an ONNX graph",
+    ):
+        load_recipe({"name": "twice", "steps": steps})

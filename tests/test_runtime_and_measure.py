@@ -1,0 +1,100 @@
+import onnx
+import pytest
+from torch import nn
+
+from compressbench.data import load_dataset
+from compressbench.errors import CompressbenchError
+from compressbench.measure import (
+    LatencySettings,
+    measure_accuracy,
+    measure_latency_interleaved,
+    wilson_interval,
+)
+from compressbench.measure.size import count_macs, measure_size
+from compressbench.models import build_model
+from compressbench.runtime import export_onnx, open_session, verify_onnx
+
+
+@pytest.mark.parametrize(
+    ("model", "dataset"),
+    [("mlp", "digits"), ("lenet5", "digits"), ("resnet", "digits"), ("conv1d", "mnist1d")],
+)
+def test_every_zoo_model_exports_and_runs_the_same_on_onnxruntime(model, dataset):
+    data = load_dataset(dataset)
+    module = build_model(model, data.spec)
+    proto = export_onnx(module, data.spec.input_shape)
+    assert verify_onnx(module, proto, data.test.x[:16]) < 1e-4
+    # A dynamic batch axis: any batch size runs.
+    assert open_session(proto, "onnxruntime").run(data.test.x[:5]).shape == (5, 10)
+    # Weights live inside the file, so its size is real.
+    params = sum(p.numel() for p in module.parameters())
+    assert len(proto.SerializeToString()) > 3.9 * params
+
+
+def test_the_dynamo_exporter_gives_the_same_logits():
+    data = load_dataset("digits")
+    module = build_model("lenet5", data.spec)
+    proto = export_onnx(module, data.spec.input_shape, exporter="dynamo")
+    assert verify_onnx(module, proto, data.test.x[:8]) < 1e-4
+
+
+def test_verify_catches_a_graph_that_differs_from_the_module():
+    data = load_dataset("digits")
+    module, other = build_model("mlp", data.spec), build_model("mlp", data.spec)
+    with pytest.raises(CompressbenchError, match="differs from torch"):
+        verify_onnx(other, export_onnx(module, data.spec.input_shape), data.test.x[:8])
+
+
+def test_torch_runtime_refuses_an_onnx_graph():
+    data = load_dataset("digits")
+    proto = export_onnx(build_model("mlp", data.spec), data.spec.input_shape)
+    with pytest.raises(CompressbenchError, match="runtime torch needs a torch module"):
+        open_session(proto, "torch")
+
+
+def test_wilson_interval_matches_the_textbook_values():
+    low, high = wilson_interval(90, 100)
+    assert (round(low, 4), round(high, 4)) == (0.8256, 0.9448)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+
+
+def test_accuracy_is_measured_on_the_runtime_session():
+    data = load_dataset("digits")
+    module = build_model("mlp", data.spec)
+    session = open_session(export_onnx(module, data.spec.input_shape), "onnxruntime")
+    result = measure_accuracy(session, data.test, batch_size=100)
+    expected = (session.run(data.test.x).argmax(1) == data.test.y).mean()
+    assert result.accuracy == pytest.approx(expected) and result.samples == len(data.test)
+    assert result.ci_low <= result.accuracy <= result.ci_high and result.finite
+
+
+def test_interleaved_latency_sees_a_bigger_model_as_slower():
+    data = load_dataset("digits")
+    small = build_model("mlp", data.spec)
+    big = nn.Sequential(
+        nn.Flatten(),
+        *[m for _ in range(1) for m in (nn.Linear(64, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU())],
+        nn.Linear(2048, 10),
+    )
+    sessions = [open_session(export_onnx(m, data.spec.input_shape), "onnxruntime") for m in (small, big)]
+    settings = LatencySettings(warmup_s=0.05, blocks=3, block_s=0.02, batch_sizes=(1, 16))
+    small_stats, big_stats = measure_latency_interleaved(sessions, data.test.x[:8], settings)
+    for batch in (1, 16):
+        assert small_stats[batch].p10_ms <= small_stats[batch].p50_ms <= small_stats[batch].p90_ms
+        assert big_stats[batch].p50_ms > 2 * small_stats[batch].p50_ms
+        assert small_stats[batch].calls >= 3 and small_stats[batch].blocks == 3
+
+
+def test_size_counts_params_nonzeros_and_macs():
+    data = load_dataset("digits")
+    module = build_model("mlp", data.spec)
+    module.features[1].weight.data[:, :32] = 0
+    proto = export_onnx(module, data.spec.input_shape)
+    size = measure_size(proto, module, data.spec.input_shape)
+    assert size.params == 50_610 and size.nonzero_params == 50_610 - 300 * 32
+    assert size.macs == 64 * 300 + 300 * 100 + 100 * 10
+    # LeNet-5 on 28x28: conv1 6x28x28x25, conv2 16x10x10x150, then 400-120-84-10.
+    lenet = build_model("lenet5", load_dataset("fashion-mnist").spec)
+    assert count_macs(lenet, (1, 28, 28)) == 6 * 784 * 25 + 16 * 100 * 150 + 400 * 120 + 120 * 84 + 84 * 10
+    assert size.zstd_bytes < size.size_bytes == len(proto.SerializeToString())
+    assert isinstance(proto, onnx.ModelProto)

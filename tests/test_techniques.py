@@ -1,0 +1,84 @@
+"""The conformance suite: every registered technique applies, exports, measures and keeps the output shape."""
+
+import copy
+
+import onnx
+import pytest
+from conftest import FAST_LATENCY, FAST_MEASURE, QUICK_TRAINING
+
+from compressbench.data import load_dataset
+from compressbench.errors import CompressbenchError
+from compressbench.measure.compare import measure_candidates
+from compressbench.models import ModelConfig, build_model
+from compressbench.recipes import load_recipe
+from compressbench.techniques import Candidate, Context, list_techniques, techniques
+from compressbench.training import train
+
+
+@pytest.fixture(scope="module")
+def trained(cache):
+    data = load_dataset("synthetic")
+    model = build_model("lenet5", data.spec, seed=0)
+    train(model, data, QUICK_TRAINING, seed=0)
+    context = Context(
+        data=data,
+        baseline=model,
+        model=ModelConfig(name="lenet5"),
+        train_config=QUICK_TRAINING,
+        seed=0,
+        cache=cache,
+        latency=FAST_LATENCY,
+    )
+    return data, model, context
+
+
+@pytest.mark.parametrize("name", list_techniques())
+def test_every_technique_applies_exports_and_measures(name, trained):
+    data, baseline, context = trained
+    original = copy.deepcopy(baseline.state_dict())
+    technique = techniques.get(name)()
+    candidate = technique.apply(Candidate(module=copy.deepcopy(baseline)), context)
+    assert candidate.form is technique.produces
+    assert candidate.records and candidate.records[-1]["step"] == name
+    metrics = measure_candidates({"baseline": Candidate(module=baseline), "candidate": candidate}, data, FAST_MEASURE)
+    for role in ("baseline", "candidate"):
+        assert 0 <= metrics[role]["accuracy"] <= 1 and metrics[role]["size_bytes"] > 0
+        assert set(metrics[role]["latency_ms"]) == {"1", "32"}
+    assert metrics["candidate"]["accuracy"] > 0.5, "a default technique must not destroy a trained model"
+    # The baseline is the teacher of later steps: no technique may change it.
+    for key, value in baseline.state_dict().items():
+        assert (value == original[key]).all(), key
+
+
+def test_dynamic_quantization_really_quantizes_matmul_and_gemm(trained):
+    data, baseline, context = trained
+    candidate = techniques.get("quant.dynamic")().apply(Candidate(module=copy.deepcopy(baseline)), context)
+    ops = {node.op_type for node in candidate.graph.graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops and "ConvInteger" not in ops
+    weights = [init for init in candidate.graph.graph.initializer if init.data_type == onnx.TensorProto.INT8]
+    assert weights, "weights are stored as int8"
+
+
+def test_dynamic_quantization_of_convolutions_when_asked(trained):
+    data, baseline, context = trained
+    step = load_recipe({"name": "x", "steps": [{"technique": "quant.dynamic", "op_types": ["Conv"]}]}).steps[0]
+    candidate = step.build().apply(Candidate(module=copy.deepcopy(baseline)), context)
+    ops = [node.op_type for node in candidate.graph.graph.node]
+    assert ops.count("ConvInteger") == 2 and "MatMulInteger" not in ops
+
+
+def test_dynamic_quantization_that_matches_nothing_is_an_error(cache):
+    data = load_dataset("digits")
+    model = build_model("mlp", data.spec, seed=0)
+    context = Context(
+        data=data,
+        baseline=model,
+        model=ModelConfig(name="mlp"),
+        train_config=QUICK_TRAINING,
+        seed=0,
+        cache=cache,
+        latency=FAST_LATENCY,
+    )
+    step = load_recipe({"name": "x", "steps": [{"technique": "quant.dynamic", "op_types": ["Conv"]}]}).steps[0]
+    with pytest.raises(CompressbenchError, match=r"quant.dynamic: op_types \['Conv'\] matched no node"):
+        step.build().apply(Candidate(module=model), context)
