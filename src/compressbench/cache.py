@@ -48,7 +48,8 @@ class Cache:
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         # Write to temporary names and rename, so a crash never leaves a half-written cache entry.
-        tmp_weights, tmp_meta = weights.with_suffix(".tmp"), meta_path.with_suffix(".jtmp")
+        tmp_weights = weights.with_suffix(f".{os.getpid()}.tmp")
+        tmp_meta = meta_path.with_suffix(f".{os.getpid()}.jtmp")
         save_file(state, tmp_weights)
         tmp_meta.write_text(json.dumps(meta, indent=1, default=str))
         tmp_weights.replace(weights)
