@@ -33,7 +33,8 @@ data:
 	fi
 
 study: $(STAMP)
-	$(BIN)/compressbench study $(STUDY) --out $(OUT)
+	@# A failed job is stored and reported; the report is written whatever the study's exit status.
+	$(BIN)/compressbench study $(STUDY) --out $(OUT); status=$$?; $(BIN)/compressbench report $(OUT) && exit $$status
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

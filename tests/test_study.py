@@ -1,10 +1,16 @@
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from compressbench import load_results, run_study
 from compressbench.errors import CompressbenchError
+from compressbench.report import write_report
 from compressbench.runner.study import load_study, plan
+from compressbench.store import Store
 
 SMOKE = Path(__file__).parents[1] / "studies" / "smoke.yaml"
 
@@ -65,3 +71,37 @@ def test_bad_study_files_name_the_field(tmp_path):
     spec.write_text("name: bad\ndatasets: [digits]\nmodels: [mlp]\nrecipes: [none]\ntraining: {mlp: {epoch: 3}}\n")
     with pytest.raises(CompressbenchError, match=r"training.mlp.epoch"):
         plan(load_study(spec))
+
+
+def test_a_killed_study_resumes_without_half_rows_or_recomputation(tmp_path):
+    spec = tmp_path / "long.yaml"
+    spec.write_text(
+        "name: long\ndatasets: [digits]\nmodels: [mlp]\nrecipes: [none, quant.dynamic]\nseeds: [0, 1, 2, 3]\n"
+        "training: {mlp: {epochs: 2}}\n"
+        "measure: {latency: {warmup_s: 0.2, blocks: 3, block_s: 0.1, batch_sizes: [1, 64]}}\n"
+    )
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "compressbench.cli", "study", str(spec), "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = Store(out / "results.db")
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if (out / "results.db").exists() and len(store.runs()) >= 2:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    stored = store.runs()
+    assert 2 <= len(stored) < 8, "the kill must land mid-study"
+    assert all(run.status == "ok" and run.result["candidate"]["accuracy"] > 0 for run in stored)
+    counts = run_study(spec, out)
+    assert counts == {"planned": 8, "stored_before": len(stored), "ok": 8 - len(stored), "failed": 0}
+    assert len(Store(out / "results.db").runs()) == 8
+
+
+def test_smoke_study_report(tmp_path):
+    run_study(SMOKE, tmp_path)
+    html_path, md_path = write_report(tmp_path)
+    markdown = md_path.read_text()
+    assert "# compressbench report: smoke" in markdown and "## digits / mlp" in markdown
+    assert "quant.dynamic" in html_path.read_text()

@@ -208,6 +208,64 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+class ReportFormat(StrEnum):
+    html = "html"
+    md = "md"
+
+
+@app.command()
+@friendly
+def report(
+    folder: Annotated[Path, typer.Argument(help="study folder holding results.db")],
+    fmt: Annotated[list[ReportFormat] | None, typer.Option("--format", help="html and/or md (default both)")] = None,
+    max_accuracy_drop: Annotated[float, typer.Option(help="accuracy budget of the recommendation, points")] = 1.0,
+) -> None:
+    """Write report.html (self-contained, offline) and report.md next to the study's results."""
+    from compressbench.report import write_report
+
+    formats = tuple(f.value for f in fmt) if fmt else ("html", "md")
+    for path in write_report(folder, formats, max_accuracy_drop):
+        out.print(f"wrote {path}", highlight=False)
+
+
+class Objective(StrEnum):
+    latency = "latency"
+    size = "size"
+
+
+@app.command()
+@friendly
+def recommend(
+    folder: Annotated[Path, typer.Argument(help="study folder or results.db")],
+    max_accuracy_drop: Annotated[float, typer.Option(help="largest accepted accuracy drop, points")] = 1.0,
+    objective: Annotated[Objective, typer.Option(help="what to minimise")] = Objective.latency,
+    batch: Annotated[int, typer.Option(help="batch size that matters for latency")] = 256,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """For each model: the recipe that best meets the objective within the accuracy budget, and the runner-up."""
+    from compressbench.report import recommend as choose
+    from compressbench.report import summarise_runs
+    from compressbench.store import Store
+
+    path = folder if folder.suffix == ".db" else folder / "results.db"
+    if not path.is_file():
+        raise CompressbenchError(f"no results database at {path}")
+    answers = choose(summarise_runs(Store(path).runs()), max_accuracy_drop, objective.value, batch)
+    if as_json:
+        rows = [{"dataset": a.dataset, "model": a.model, "best": a.best.recipe if a.best else None,
+                 "runner_up": a.runner_up.recipe if a.runner_up else None, "why": a.reason} for a in answers]  # fmt: skip
+        sys.stdout.write(json.dumps(rows, indent=1) + "\n")
+        return
+    table = Table(title=f"best for {objective.value}" + (f" at batch {batch}" if objective is Objective.latency else "")
+                  + f", accuracy drop ≤ {max_accuracy_drop:g} pt")  # fmt: skip
+    for column in ("dataset", "model", "best", "runner-up", "why"):
+        table.add_column(column)
+    for answer in answers:
+        table.add_row(answer.dataset, answer.model, answer.best.recipe if answer.best else "nothing meets the budget",
+                      answer.runner_up.recipe if answer.runner_up else "—", answer.reason)  # fmt: skip
+    out.print(table)
+
+
 @data_app.command("download")
 @friendly
 def download(name: Annotated[str, typer.Argument(help="fashion-mnist")]) -> None:

@@ -91,6 +91,8 @@ def run_study(spec: StudySpec | Path | str, out: Path | str, cache: Cache | None
     cache = cache or Cache(default_cache_dir())
     store = Store(Path(out) / "results.db")
     jobs, skipped = plan(spec)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "study.json").write_text(spec.model_dump_json(indent=1))  # what the report says about the study
     for line in skipped:
         progress.log(f"[dim]skip {line}[/dim]")
     counts = {"planned": len(jobs), "stored_before": 0, "ok": 0, "failed": 0}

@@ -1,0 +1,117 @@
+"""The research claims, judged per (dataset, model) on measured figures: holds / does not hold / not measured."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from compressbench.report.summary import RecipeSummary
+
+MINIMAL_LOSS_PT = 1.0  # "minimal accuracy loss", in percentage points
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    text: str
+    judge: Callable[[list[RecipeSummary]], tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    claim: str
+    dataset: str
+    model: str
+    verdict: str  # "holds" | "does not hold" | "not measured"
+    why: str
+
+
+def _best_speedup(summary: RecipeSummary) -> tuple[str, float]:
+    batch, stat = max(summary.speedup.items(), key=lambda item: item[1].mean)
+    return batch, stat.mean
+
+
+def _single(group: list[RecipeSummary], family: str) -> list[RecipeSummary]:
+    return [s for s in group if s.families == {family} and s.usable]
+
+
+def pruning(group: list[RecipeSummary]) -> tuple[str, str]:
+    runs = _single(group, "pruning")
+    if not runs:
+        return "not measured", "no pruning recipe ran on this model"
+    good = [s for s in runs if s.accuracy_drop_pt.mean <= MINIMAL_LOSS_PT]
+    best = max(good or runs, key=lambda s: _best_speedup(s)[1])
+    batch, speedup = _best_speedup(best)
+    reduction = 1 - 1 / speedup
+    figure = f"{best.recipe}: {reduction * 100:+.0f}% inference time saved at batch {batch}, drop {best.accuracy_drop_pt.mean:+.2f} pt"
+    holds = bool(good) and reduction >= 0.30
+    return ("holds" if holds else "does not hold"), figure
+
+
+def int8(group: list[RecipeSummary]) -> tuple[str, str]:
+    runs = [s for s in _single(group, "quantization") if "int8" in s.recipe or s.recipe.startswith("quant.")]
+    runs = [s for s in runs if not s.recipe.startswith("quant.weight_sharing")]
+    if not runs:
+        return "not measured", "no int8 recipe ran on this model"
+    good = [s for s in runs if s.accuracy_drop_pt.mean <= MINIMAL_LOSS_PT]
+    best = max(good or runs, key=lambda s: _best_speedup(s)[1])
+    batch, speedup = _best_speedup(best)
+    figure = (
+        f"{best.recipe}: {(speedup - 1) * 100:+.0f}% faster at batch {batch}, drop {best.accuracy_drop_pt.mean:+.2f} pt"
+    )
+    return ("holds" if good and speedup > 1.40 else "does not hold"), figure
+
+
+def distillation(group: list[RecipeSummary]) -> tuple[str, str]:
+    runs = _single(group, "distillation")
+    if not runs:
+        return "not measured", "no distillation recipe ran on this model"
+    halved = [s for s in runs if s.size_ratio >= 2.0]
+    best = min(halved or runs, key=lambda s: s.accuracy_drop_pt.mean)
+    figure = f"{best.recipe}: {best.size_ratio:.1f}x smaller, drop {best.accuracy_drop_pt.mean:+.2f} pt"
+    if best.control:
+        figure += f"; student alone {best.control['accuracy'].mean * 100:.2f}%"
+    return ("holds" if halved and best.accuracy_drop_pt.mean <= 2.0 else "does not hold"), figure
+
+
+def combining(group: list[RecipeSummary]) -> tuple[str, str]:
+    usable = [s for s in group if s.usable and s.accuracy_drop_pt.mean <= MINIMAL_LOSS_PT and s.recipe != "none"]
+    hybrids = [s for s in usable if len(s.families) >= 2]
+    singles = [s for s in usable if len(s.families) == 1]
+    if not [s for s in group if len(s.families) >= 2] or not [s for s in group if len(s.families) == 1]:
+        return "not measured", "needs both a hybrid and a single-technique recipe on this model"
+    if not hybrids:
+        return "does not hold", f"no hybrid stays within {MINIMAL_LOSS_PT:g} pt"
+    if not singles:
+        return "holds", "only hybrids stay within the accuracy budget"
+    best_h_speed = max(hybrids, key=lambda s: _best_speedup(s)[1])
+    best_s_speed = max(singles, key=lambda s: _best_speedup(s)[1])
+    best_h_size = max(hybrids, key=lambda s: s.compression_ratio)
+    best_s_size = max(singles, key=lambda s: s.compression_ratio)
+    speed_win = _best_speedup(best_h_speed)[1] > _best_speedup(best_s_speed)[1]
+    size_win = best_h_size.compression_ratio > best_s_size.compression_ratio
+    figure = (f"speed: {best_h_speed.recipe} {_best_speedup(best_h_speed)[1]:.2f}x vs {best_s_speed.recipe} "
+              f"{_best_speedup(best_s_speed)[1]:.2f}x; size: {best_h_size.recipe} {best_h_size.compression_ratio:.1f}x vs "
+              f"{best_s_size.recipe} {best_s_size.compression_ratio:.1f}x (within {MINIMAL_LOSS_PT:g} pt)")  # fmt: skip
+    return ("holds" if speed_win or size_win else "does not hold"), figure
+
+
+CLAIMS = [
+    Claim("pruning", "Pruning: up to 30% less inference time with minimal accuracy loss (≤ 1 pt)", pruning),
+    Claim("int8", "int8 quantization: over 40% faster with careful calibration (≤ 1 pt)", int8),
+    Claim("distillation", "Distillation: within 2% of the original at half the size", distillation),
+    Claim("combining", "Combining techniques beats each alone (speed or size, ≤ 1 pt)", combining),
+]
+
+
+def judge_claims(summaries: list[RecipeSummary]) -> list[Verdict]:
+    by_model: dict[tuple[str, str], list[RecipeSummary]] = defaultdict(list)
+    for summary in summaries:
+        by_model[(summary.dataset, summary.model)].append(summary)
+    verdicts = []
+    for claim in CLAIMS:
+        for (dataset, model), group in sorted(by_model.items()):
+            verdict, why = claim.judge(group)
+            verdicts.append(Verdict(claim.key, dataset, model, verdict, why))
+    return verdicts

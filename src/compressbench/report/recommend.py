@@ -1,0 +1,54 @@
+"""Recommend, per (dataset, model), the recipe that best meets an objective within an accuracy budget."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Literal
+
+from compressbench.report.summary import RecipeSummary
+
+Objective = Literal["latency", "size"]
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    dataset: str
+    model: str
+    best: RecipeSummary | None
+    runner_up: RecipeSummary | None
+    reason: str
+
+
+def recommend(
+    summaries: list[RecipeSummary], max_accuracy_drop: float = 1.0, objective: Objective = "latency", batch: int = 256
+) -> list[Recommendation]:
+    """Within `max_accuracy_drop` points (mean over seeds), the fastest (or smallest) recipe and the runner-up.
+
+    For latency, only recipes measurably faster than the baseline qualify (speed-up above 1.0 at `batch`): a
+    recommendation is never slower than doing nothing. For size, the figure is stored bytes (compression ratio).
+    """
+    by_model: dict[tuple[str, str], list[RecipeSummary]] = defaultdict(list)
+    for summary in summaries:
+        by_model[(summary.dataset, summary.model)].append(summary)
+    answers = []
+    for (dataset, model), group in sorted(by_model.items()):
+        compressed = [s for s in group if s.recipe != "none"]
+        eligible = [s for s in compressed if s.usable and s.accuracy_drop_pt.mean <= max_accuracy_drop]
+        if objective == "latency":
+            eligible = [s for s in eligible if str(batch) in s.speedup and s.speedup[str(batch)].mean > 1.0]
+            ranked = sorted(eligible, key=lambda s: -s.speedup[str(batch)].mean)
+        else:
+            eligible = [s for s in eligible if s.compression_ratio > 1.0]
+            ranked = sorted(eligible, key=lambda s: -s.compression_ratio)
+        if not ranked:
+            why = (f"nothing meets the budget: no compressed recipe stays within {max_accuracy_drop:g} points"
+                   + (f" and runs faster than the baseline at batch {batch}" if objective == "latency" else ""))  # fmt: skip
+            answers.append(Recommendation(dataset, model, None, None, why))
+            continue
+        best = ranked[0]
+        figure = (f"{best.speedup[str(batch)].mean:.2f}x faster at batch {batch}" if objective == "latency"
+                  else f"{best.compression_ratio:.1f}x smaller than fp32 parameters")  # fmt: skip
+        why = f"{figure}, accuracy drop {best.accuracy_drop_pt.mean:+.2f} pt (budget {max_accuracy_drop:g})"
+        answers.append(Recommendation(dataset, model, best, ranked[1] if len(ranked) > 1 else None, why))
+    return answers

@@ -1,0 +1,91 @@
+"""Aggregate stored runs per (dataset, model, recipe): mean and spread over seeds of every headline figure."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from compressbench.store import Run
+
+FAMILIES = {"prune": "pruning", "quant": "quantization", "precision": "quantization", "encode": "coding",
+            "distill": "distillation"}  # fmt: skip
+
+
+def families(recipe: dict[str, Any]) -> set[str]:
+    """The technique families a canonical recipe uses (Huffman coding alone does not make a recipe a hybrid)."""
+    return {FAMILIES.get(step["technique"].split(".")[0], "other") for step in recipe.get("steps", [])} - {"coding"}
+
+
+@dataclass
+class Stat:
+    mean: float
+    spread: float  # sample standard deviation over seeds; 0 with one seed
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Stat:
+        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
+
+
+@dataclass
+class RecipeSummary:
+    dataset: str
+    model: str
+    recipe: str
+    families: set[str]
+    seeds: list[int]
+    accuracy: Stat
+    baseline_accuracy: Stat
+    accuracy_ci: tuple[float, float]  # of the first seed's run: the test-set uncertainty of one measurement
+    accuracy_drop_pt: Stat
+    latency_ms: dict[str, Stat]
+    speedup: dict[str, Stat]
+    size_bytes: int
+    stored_bytes: int
+    size_ratio: float
+    compression_ratio: float
+    params: int
+    macs: int
+    runtime: str
+    flags: list[str] = field(default_factory=list)
+    control: dict[str, Any] | None = None  # the distillation control (student alone), when the recipe has one
+
+    @property
+    def usable(self) -> bool:
+        """Not broken: finite outputs and accuracy above collapse (speed flags alone do not make a run unusable)."""
+        return not any("non-finite" in f or "collapsed" in f for f in self.flags)
+
+
+def summarise_runs(runs: list[Run]) -> list[RecipeSummary]:
+    groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        if run.status == "ok" and run.result:
+            groups[(run.dataset, run.model, run.recipe)].append(run)
+    summaries = []
+    for (dataset, model, recipe), members in sorted(groups.items()):
+        members.sort(key=lambda r: r.seed)
+        results = [r.result for r in members]
+        first = results[0]
+        batches = list(first["speedup"])
+        flags = sorted({flag for r in results for flag in r.get("flags", [])})
+        control = None
+        if "control" in first:
+            control = {"accuracy": Stat.of([r["control"]["accuracy"] for r in results if "control" in r])}
+        summaries.append(RecipeSummary(
+            dataset=dataset, model=model, recipe=recipe,
+            families=families(members[0].config.get("recipe", {})),
+            seeds=[r.seed for r in members],
+            accuracy=Stat.of([r["candidate"]["accuracy"] for r in results]),
+            baseline_accuracy=Stat.of([r["baseline"]["accuracy"] for r in results]),
+            accuracy_ci=tuple(first["candidate"]["accuracy_ci"]),
+            accuracy_drop_pt=Stat.of([r["accuracy_drop_pt"] for r in results]),
+            latency_ms={b: Stat.of([r["candidate"]["latency_ms"][b] for r in results]) for b in batches},
+            speedup={b: Stat.of([r["speedup"][b] for r in results]) for b in batches},
+            size_bytes=first["candidate"]["size_bytes"], stored_bytes=first["candidate"]["stored_bytes"],
+            size_ratio=first["size_ratio"], compression_ratio=first["compression_ratio"],
+            params=first["candidate"]["params"], macs=first["candidate"]["macs"],
+            runtime=first["candidate"]["runtime"]["runtime"], flags=flags, control=control,
+        ))  # fmt: skip
+    return summaries

@@ -1,0 +1,115 @@
+"""Report, claims and recommendation on a stored fixture (hand-written runs with known figures)."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from compressbench.cli import app
+from compressbench.errors import CompressbenchError
+from compressbench.report import judge_claims, recommend, summarise_runs, write_report
+from compressbench.report.write import pareto_front
+from compressbench.store import Store
+
+ENVIRONMENT = {"cpu": {"model": "test CPU", "cores": 2, "flags": ["avx2"]}, "python": "3.11", "platform": "linux",
+               "versions": {"onnxruntime": "1.32"}}  # fmt: skip
+MEASUREMENT = {"runtime": "onnxruntime", "latency": {"threads": 1, "batch_sizes": [1, 256], "warmup_s": 1.0,
+                                                     "blocks": 15, "block_s": 0.2}}  # fmt: skip
+BASELINE = {"accuracy": 0.90, "latency_ms": {"1": 1.0, "256": 10.0}, "size_bytes": 1000, "stored_bytes": 900,
+            "params": 250, "macs": 100, "accuracy_ci": [0.89, 0.91], "runtime": {"runtime": "onnxruntime"}}  # fmt: skip
+
+
+def put(store, recipe, steps, accuracy, speedup, size_ratio, seed=0, flags=(), model="mlp", control=None):
+    candidate = {**BASELINE, "accuracy": accuracy, "accuracy_ci": [accuracy - 0.01, accuracy + 0.01],
+                 "latency_ms": {b: ms / speedup[b] for b, ms in BASELINE["latency_ms"].items()},
+                 "size_bytes": int(1000 / size_ratio), "stored_bytes": int(900 / size_ratio)}  # fmt: skip
+    result = {"dataset": "digits", "model": model, "recipe": recipe, "seed": seed, "baseline": BASELINE,
+              "candidate": candidate, "speedup": speedup, "size_ratio": size_ratio,
+              "compression_ratio": 1000 / candidate["stored_bytes"], "accuracy_drop_pt": (0.90 - accuracy) * 100,
+              "flags": list(flags), "environment": ENVIRONMENT, "measurement": MEASUREMENT}  # fmt: skip
+    if control is not None:
+        result["control"] = {**candidate, "accuracy": control}
+    config = {"dataset": {"name": "digits"}, "model": {"name": model}, "seed": seed,
+              "recipe": {"name": recipe, "steps": [{"technique": t} for t in steps]}}  # fmt: skip
+    store.put(f"{model}-{recipe}-{seed}", config, result=result)
+
+
+@pytest.fixture
+def fixture_store(tmp_path):
+    store = Store(tmp_path / "results.db")
+    put(store, "none", [], 0.90, {"1": 1.0, "256": 1.0}, 1.0)
+    put(store, "prune.channels", ["prune.channels"], 0.895, {"1": 1.6, "256": 2.1}, 2.0)
+    put(store, "quant.static", ["quant.static"], 0.899, {"1": 0.8, "256": 1.5}, 3.9)
+    put(store, "quant.static", ["quant.static"], 0.897, {"1": 0.9, "256": 1.6}, 3.9, seed=1)
+    put(store, "prune+quant", ["prune.channels", "quant.static"], 0.893, {"1": 1.2, "256": 3.0}, 7.0)
+    put(store, "distill.kd", ["distill.kd"], 0.85, {"1": 2.0, "256": 4.0}, 4.0, control=0.84)
+    put(store, "quant.dynamic", ["quant.dynamic"], 0.20, {"1": 9.0, "256": 9.0}, 4.0, flags=["accuracy collapsed"])
+    put(store, "quant.dynamic", ["quant.dynamic"], 0.88, {"1": 0.5, "256": 0.7}, 3.9, model="lenet5")
+    put(store, "none", [], 0.90, {"1": 1.0, "256": 1.0}, 1.0, model="lenet5")
+    return store
+
+
+def test_summaries_average_over_seeds(fixture_store):
+    summaries = {(s.model, s.recipe): s for s in summarise_runs(fixture_store.runs())}
+    static = summaries[("mlp", "quant.static")]
+    assert static.seeds == [0, 1] and static.speedup["256"].mean == pytest.approx(1.55)
+    assert static.accuracy.spread > 0 and static.families == {"quantization"}
+    assert summaries[("mlp", "prune+quant")].families == {"pruning", "quantization"}
+
+
+def test_recommend_latency_never_slower_and_skips_broken_runs(fixture_store):
+    summaries = summarise_runs(fixture_store.runs())
+    by_model = {a.model: a for a in recommend(summaries, 1.0, "latency", 256)}
+    assert by_model["mlp"].best.recipe == "prune+quant" and by_model["mlp"].runner_up.recipe == "prune.channels"
+    # lenet5's only compressed recipe is slower than the baseline: nothing meets the budget.
+    assert by_model["lenet5"].best is None and "nothing meets the budget" in by_model["lenet5"].reason
+    # At batch 1 quant.static is slower (0.85x): it is never recommended there.
+    batch1 = {a.model: a for a in recommend(summaries, 1.0, "latency", 1)}["mlp"]
+    assert batch1.best.recipe == "prune.channels" and batch1.runner_up.recipe == "prune+quant"
+    # A looser budget admits distillation (5 pt drop), the fastest at batch 256.
+    assert {a.model: a for a in recommend(summaries, 6.0, "latency", 256)}["mlp"].best.recipe == "distill.kd"
+    size = {a.model: a for a in recommend(summaries, 1.0, "size")}["mlp"]
+    assert size.best.recipe == "prune+quant" and size.runner_up.recipe == "quant.static"
+
+
+def test_claim_verdicts(fixture_store):
+    verdicts = {(v.claim, v.model): v for v in judge_claims(summarise_runs(fixture_store.runs()))}
+    assert verdicts[("pruning", "mlp")].verdict == "holds"  # 2.1x = 52% less time, 0.5 pt
+    assert verdicts[("int8", "mlp")].verdict == "holds"  # 1.55x at 256 within 1 pt
+    assert verdicts[("int8", "lenet5")].verdict == "does not hold"  # slower
+    assert verdicts[("distillation", "mlp")].verdict == "does not hold"  # 5 pt drop
+    assert "student alone 84.00%" in verdicts[("distillation", "mlp")].why
+    assert verdicts[("combining", "mlp")].verdict == "holds"
+    assert verdicts[("pruning", "lenet5")].verdict == "not measured"
+
+
+def test_pareto_front():
+    points = [(1.0, 80.0), (2.0, 90.0), (1.5, 70.0), (3.0, 89.0), (0.5, 60.0)]
+    assert pareto_front(points) == [4, 0, 1]
+
+
+def test_reports_are_written_offline_and_name_how_numbers_were_measured(fixture_store, tmp_path):
+    html_path, md_path = write_report(tmp_path)
+    page = html_path.read_text()
+    assert "<script>" in page and "cdn.plot.ly" not in page.split("<body>")[1]  # plotly.js inlined
+    assert "Pareto front" in page and "test CPU" in page
+    markdown = md_path.read_text()
+    assert "## Do the claims hold?" in markdown and "| prune+quant |" in markdown
+    assert "interleaved in one process" in markdown and "Wilson" in markdown
+
+
+def test_cli_recommend_and_report(fixture_store, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["recommend", str(tmp_path), "--objective", "latency", "--batch", "256", "--json"])
+    assert result.exit_code == 0
+    answers = {row["model"]: row for row in json.loads(result.stdout)}
+    assert answers["mlp"]["best"] == "prune+quant" and answers["lenet5"]["best"] is None
+    assert "nothing meets the budget" in answers["lenet5"]["why"]
+    assert runner.invoke(app, ["recommend", str(tmp_path)]).exit_code == 0
+    result = runner.invoke(app, ["report", str(tmp_path), "--format", "md"])
+    assert result.exit_code == 0 and (tmp_path / "report.md").is_file()
+
+
+def test_report_without_runs_is_a_clear_error(tmp_path):
+    with pytest.raises(CompressbenchError, match="no results database"):
+        write_report(tmp_path / "nothing")
