@@ -51,15 +51,19 @@ def main() -> None:
         ort_stats, torch_stats = measure_latency_interleaved(sessions, data.test.x[:256], latency)
         result = compress(dataset, model, "quant.dynamic", training=training, measure=job.measure, cache=cache)
         row = {
-            "dataset": dataset, "model": model, "baseline_epochs": meta["epochs_run"],
+            "dataset": dataset,
+            "model": model,
+            "baseline_epochs": meta["epochs_run"],
             "ort_fp32_ms": {b: s.p50_ms for b, s in ort_stats.items()},
             "torch_eager_ms": {b: s.p50_ms for b, s in torch_stats.items()},
             "ort_over_torch_speedup": {b: torch_stats[b].p50_ms / ort_stats[b].p50_ms for b in ort_stats},
             "int8_dynamic_speedup": result["speedup"],
-            "fp32_accuracy": result["baseline"]["accuracy"], "int8_accuracy": result["candidate"]["accuracy"],
-            "accuracy_drop_pt": result["accuracy_drop_pt"], "size_ratio": result["size_ratio"],
+            "fp32_accuracy": result["baseline"]["accuracy"],
+            "int8_accuracy": result["candidate"]["accuracy"],
+            "accuracy_drop_pt": result["accuracy_drop_pt"],
+            "size_ratio": result["size_ratio"],
             "quantized_nodes": result["steps"][0]["quantized_nodes"],
-        }  # fmt: skip
+        }
         rows.append(row)
         print(
             f"{dataset:13} {model:7} epochs {row['baseline_epochs']:2}  "

@@ -11,26 +11,60 @@ from compressbench.report import judge_claims, recommend, summarise_runs, write_
 from compressbench.report.write import pareto_front
 from compressbench.store import Store
 
-ENVIRONMENT = {"cpu": {"model": "test CPU", "cores": 2, "flags": ["avx2"]}, "python": "3.11", "platform": "linux",
-               "versions": {"onnxruntime": "1.32"}}  # fmt: skip
-MEASUREMENT = {"runtime": "onnxruntime", "latency": {"threads": 1, "batch_sizes": [1, 256], "warmup_s": 1.0,
-                                                     "blocks": 15, "block_s": 0.2}}  # fmt: skip
-BASELINE = {"accuracy": 0.90, "latency_ms": {"1": 1.0, "256": 10.0}, "size_bytes": 1000, "stored_bytes": 900,
-            "params": 250, "macs": 100, "accuracy_ci": [0.89, 0.91], "runtime": {"runtime": "onnxruntime"}}  # fmt: skip
+ENVIRONMENT = {
+    "cpu": {"model": "test CPU", "cores": 2, "flags": ["avx2"]},
+    "python": "3.11",
+    "platform": "linux",
+    "versions": {"onnxruntime": "1.32"},
+}
+MEASUREMENT = {
+    "runtime": "onnxruntime",
+    "latency": {"threads": 1, "batch_sizes": [1, 256], "warmup_s": 1.0, "blocks": 15, "block_s": 0.2},
+}
+BASELINE = {
+    "accuracy": 0.90,
+    "latency_ms": {"1": 1.0, "256": 10.0},
+    "size_bytes": 1000,
+    "stored_bytes": 900,
+    "params": 250,
+    "macs": 100,
+    "accuracy_ci": [0.89, 0.91],
+    "runtime": {"runtime": "onnxruntime"},
+}
 
 
 def put(store, recipe, steps, accuracy, speedup, size_ratio, seed=0, flags=(), model="mlp", control=None):
-    candidate = {**BASELINE, "accuracy": accuracy, "accuracy_ci": [accuracy - 0.01, accuracy + 0.01],
-                 "latency_ms": {b: ms / speedup[b] for b, ms in BASELINE["latency_ms"].items()},
-                 "size_bytes": int(1000 / size_ratio), "stored_bytes": int(900 / size_ratio)}  # fmt: skip
-    result = {"dataset": "digits", "model": model, "recipe": recipe, "seed": seed, "baseline": BASELINE,
-              "candidate": candidate, "speedup": speedup, "size_ratio": size_ratio,
-              "compression_ratio": 1000 / candidate["stored_bytes"], "accuracy_drop_pt": (0.90 - accuracy) * 100,
-              "flags": list(flags), "environment": ENVIRONMENT, "measurement": MEASUREMENT}  # fmt: skip
+    candidate = {
+        **BASELINE,
+        "accuracy": accuracy,
+        "accuracy_ci": [accuracy - 0.01, accuracy + 0.01],
+        "latency_ms": {b: ms / speedup[b] for b, ms in BASELINE["latency_ms"].items()},
+        "size_bytes": int(1000 / size_ratio),
+        "stored_bytes": int(900 / size_ratio),
+    }
+    result = {
+        "dataset": "digits",
+        "model": model,
+        "recipe": recipe,
+        "seed": seed,
+        "baseline": BASELINE,
+        "candidate": candidate,
+        "speedup": speedup,
+        "size_ratio": size_ratio,
+        "compression_ratio": 1000 / candidate["stored_bytes"],
+        "accuracy_drop_pt": (0.90 - accuracy) * 100,
+        "flags": list(flags),
+        "environment": ENVIRONMENT,
+        "measurement": MEASUREMENT,
+    }
     if control is not None:
         result["control"] = {**candidate, "accuracy": control}
-    config = {"dataset": {"name": "digits"}, "model": {"name": model}, "seed": seed,
-              "recipe": {"name": recipe, "steps": [{"technique": t} for t in steps]}}  # fmt: skip
+    config = {
+        "dataset": {"name": "digits"},
+        "model": {"name": model},
+        "seed": seed,
+        "recipe": {"name": recipe, "steps": [{"technique": t} for t in steps]},
+    }
     store.put(f"{model}-{recipe}-{seed}", config, result=result)
 
 

@@ -96,9 +96,14 @@ def run(
         training = training.model_copy(update={"epochs": epochs})
     latency = LatencySettings(threads=threads, batch_sizes=tuple(batch or (1, 256)), warmup_s=warmup, blocks=repeats)
     result = compress(
-        dataset, ModelConfig(name=model, width=width), recipe, seed=seed, training=training,
-        measure=MeasureSettings(runtime=runtime, latency=latency), store=out_dir / "results.db",
-    )  # fmt: skip
+        dataset,
+        ModelConfig(name=model, width=width),
+        recipe,
+        seed=seed,
+        training=training,
+        measure=MeasureSettings(runtime=runtime, latency=latency),
+        store=out_dir / "results.db",
+    )
     if as_json:
         sys.stdout.write(json.dumps(result, indent=1) + "\n")
     else:
@@ -110,9 +115,11 @@ def run(
 def side_by_side(result: dict[str, Any]) -> Table:
     base, cand = result["baseline"], result["candidate"]
     runtime = cand["runtime"]
-    table = Table(title=f"{result['dataset']} / {result['model']} / {result['recipe']} (seed {result['seed']})",
-                  caption=f"{runtime['runtime']} {runtime['version']}, {runtime['threads']} thread(s); latency = "
-                          "median per call over interleaved timed blocks")  # fmt: skip
+    table = Table(
+        title=f"{result['dataset']} / {result['model']} / {result['recipe']} (seed {result['seed']})",
+        caption=f"{runtime['runtime']} {runtime['version']}, {runtime['threads']} thread(s); latency = "
+        "median per call over interleaved timed blocks",
+    )
     for column in ("", "baseline", "candidate", "ratio"):
         table.add_column(column, justify="right" if column else "left")
 
@@ -123,18 +130,30 @@ def side_by_side(result: dict[str, Any]) -> Table:
     table.add_row("accuracy (95% CI)", pct(base), pct(cand), f"{-result['accuracy_drop_pt']:+.2f} pt")
     for batch, speedup in result["speedup"].items():
         before, after = base["latency_ms"][batch], cand["latency_ms"][batch]
-        table.add_row(f"latency batch {batch}", f"{before:.3f} ms", f"{after:.3f} ms",
-                      f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower")  # fmt: skip
+        table.add_row(
+            f"latency batch {batch}",
+            f"{before:.3f} ms",
+            f"{after:.3f} ms",
+            f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower",
+        )
     table.add_row(
         "file size",
         _bytes(base["size_bytes"]),
         _bytes(cand["size_bytes"]),
         f"{result['size_ratio']:.2f}x smaller",
     )
-    table.add_row("stored size", _bytes(base["stored_bytes"]), _bytes(cand["stored_bytes"]),
-                  f"{result['compression_ratio']:.1f}x vs fp32 params")  # fmt: skip
-    table.add_row("params (non-zero)", f"{base['params']:,} ({base['nonzero_params']:,})",
-                  f"{cand['params']:,} ({cand['nonzero_params']:,})", "")  # fmt: skip
+    table.add_row(
+        "stored size",
+        _bytes(base["stored_bytes"]),
+        _bytes(cand["stored_bytes"]),
+        f"{result['compression_ratio']:.1f}x vs fp32 params",
+    )
+    table.add_row(
+        "params (non-zero)",
+        f"{base['params']:,} ({base['nonzero_params']:,})",
+        f"{cand['params']:,} ({cand['nonzero_params']:,})",
+        "",
+    )
     table.add_row("MACs", f"{base['macs']:,}", f"{cand['macs']:,}", f"{base['macs'] / max(cand['macs'], 1):.2f}x")
     return table
 
@@ -184,8 +203,10 @@ def results(
         raise CompressbenchError(f"no results database at {path}")
     store = Store(path)
     if fmt is ResultFormat.json:
-        rows = [{"key": r.key, "status": r.status, "config": r.config, "result": r.result, "error": r.error}
-                for r in store.runs()]  # fmt: skip
+        rows = [
+            {"key": r.key, "status": r.status, "config": r.config, "result": r.result, "error": r.error}
+            for r in store.runs()
+        ]
         sys.stdout.write(json.dumps(rows, indent=1) + "\n")
         return
     frame = store.dataframe()
@@ -193,8 +214,18 @@ def results(
         sys.stdout.write(frame.to_csv(index=False))
         return
     table = Table(title=str(path))
-    columns = ["dataset", "model", "recipe", "seed", "status", "candidate_accuracy", "accuracy_drop_pt",
-               *[c for c in frame.columns if c.startswith("speedup_")], "size_ratio", "compression_ratio"]  # fmt: skip
+    columns = [
+        "dataset",
+        "model",
+        "recipe",
+        "seed",
+        "status",
+        "candidate_accuracy",
+        "accuracy_drop_pt",
+        *[c for c in frame.columns if c.startswith("speedup_")],
+        "size_ratio",
+        "compression_ratio",
+    ]
     for column in columns:
         table.add_column(column)
     for _, row in frame.iterrows():
@@ -252,17 +283,33 @@ def recommend(
         raise CompressbenchError(f"no results database at {path}")
     answers = choose(summarise_runs(Store(path).runs()), max_accuracy_drop, objective.value, batch)
     if as_json:
-        rows = [{"dataset": a.dataset, "model": a.model, "best": a.best.recipe if a.best else None,
-                 "runner_up": a.runner_up.recipe if a.runner_up else None, "why": a.reason} for a in answers]  # fmt: skip
+        rows = [
+            {
+                "dataset": a.dataset,
+                "model": a.model,
+                "best": a.best.recipe if a.best else None,
+                "runner_up": a.runner_up.recipe if a.runner_up else None,
+                "why": a.reason,
+            }
+            for a in answers
+        ]
         sys.stdout.write(json.dumps(rows, indent=1) + "\n")
         return
-    table = Table(title=f"best for {objective.value}" + (f" at batch {batch}" if objective is Objective.latency else "")
-                  + f", accuracy drop ≤ {max_accuracy_drop:g} pt")  # fmt: skip
+    table = Table(
+        title=f"best for {objective.value}"
+        + (f" at batch {batch}" if objective is Objective.latency else "")
+        + f", accuracy drop ≤ {max_accuracy_drop:g} pt"
+    )
     for column in ("dataset", "model", "best", "runner-up", "why"):
         table.add_column(column)
     for answer in answers:
-        table.add_row(answer.dataset, answer.model, answer.best.recipe if answer.best else "nothing meets the budget",
-                      answer.runner_up.recipe if answer.runner_up else "—", answer.reason)  # fmt: skip
+        table.add_row(
+            answer.dataset,
+            answer.model,
+            answer.best.recipe if answer.best else "nothing meets the budget",
+            answer.runner_up.recipe if answer.runner_up else "—",
+            answer.reason,
+        )
     out.print(table)
 
 

@@ -73,9 +73,18 @@ class Store:
     ) -> None:
         """Write one run in one transaction; a later successful run replaces a failed one with the same key."""
         status = "failed" if error is not None else "ok"
-        row = (key, status, config["dataset"]["name"], config["model"]["name"], config["recipe"]["name"],
-               int(config["seed"]), time.time(), json.dumps(config, sort_keys=True),
-               json.dumps(result, sort_keys=True) if result is not None else None, error)  # fmt: skip
+        row = (
+            key,
+            status,
+            config["dataset"]["name"],
+            config["model"]["name"],
+            config["recipe"]["name"],
+            int(config["seed"]),
+            time.time(),
+            json.dumps(config, sort_keys=True),
+            json.dumps(result, sort_keys=True) if result is not None else None,
+            error,
+        )
         with self._connect() as connection:
             connection.execute("BEGIN IMMEDIATE")
             try:
@@ -110,13 +119,30 @@ class Store:
 
 def _run(row: tuple) -> Run:
     key, status, dataset, model, recipe, seed, created, config, result, error = row
-    return Run(key, status, dataset, model, recipe, seed, created, json.loads(config),
-               json.loads(result) if result else None, error)  # fmt: skip
+    return Run(
+        key,
+        status,
+        dataset,
+        model,
+        recipe,
+        seed,
+        created,
+        json.loads(config),
+        json.loads(result) if result else None,
+        error,
+    )
 
 
 def flatten(run: Run) -> dict[str, Any]:
-    row: dict[str, Any] = {"key": run.key, "status": run.status, "dataset": run.dataset, "model": run.model,
-                           "recipe": run.recipe, "seed": run.seed, "error": run.error}  # fmt: skip
+    row: dict[str, Any] = {
+        "key": run.key,
+        "status": run.status,
+        "dataset": run.dataset,
+        "model": run.model,
+        "recipe": run.recipe,
+        "seed": run.seed,
+        "error": run.error,
+    }
     result = run.result or {}
     for role in ("baseline", "candidate"):
         metrics = result.get(role) or {}

@@ -179,8 +179,12 @@ def augment(x: torch.Tensor, allowed: tuple[str, ...], generator: np.random.Gene
         dy, dx = generator.integers(0, 2 * pad + 1, (2, n))
         rows = torch.arange(h)[None, :] + torch.from_numpy(dy)[:, None]
         cols = torch.arange(w)[None, :] + torch.from_numpy(dx)[:, None]
-        x = padded[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None],
-                   rows[:, None, :, None], cols[:, None, None, :]]  # fmt: skip
+        x = padded[
+            torch.arange(n)[:, None, None, None],
+            torch.arange(x.shape[1])[None, :, None, None],
+            rows[:, None, :, None],
+            cols[:, None, None, :],
+        ]
     if "hflip" in allowed:
         flip = torch.from_numpy(generator.random(n) < 0.5)
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)

@@ -73,7 +73,7 @@ def measure_candidates(
                     "blocks": s.blocks,
                 }
                 for b, s in latency.items()
-            },  # fmt: skip
+            },
             "size_bytes": size.size_bytes,
             "zstd_bytes": size.zstd_bytes,
             "stored_bytes": min(size.zstd_bytes, sum(candidate.storage.values()))

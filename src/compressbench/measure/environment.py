@@ -43,5 +43,5 @@ def environment() -> dict[str, Any]:
             "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__,
             "numpy": numpy.__version__,
-        },  # fmt: skip
+        },
     }

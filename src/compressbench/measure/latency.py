@@ -61,9 +61,14 @@ def measure_latency_interleaved(
         for i, times in enumerate(samples):
             ms = np.asarray(times) * 1e3
             results[i][batch] = LatencyStats(
-                batch, float(np.median(ms)), float(np.percentile(ms, 10)), float(np.percentile(ms, 90)),
-                len(ms), settings.blocks, settings.threads,
-            )  # fmt: skip
+                batch,
+                float(np.median(ms)),
+                float(np.percentile(ms, 10)),
+                float(np.percentile(ms, 90)),
+                len(ms),
+                settings.blocks,
+                settings.threads,
+            )
     return results
 
 

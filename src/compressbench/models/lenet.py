@@ -15,9 +15,13 @@ class LeNet5(nn.Module):
         # The classic 28x28 layout (conv 5x5 pad 2, pool, conv 5x5, pool); small inputs keep the second padding.
         pad2 = 0 if min(size) // 2 >= 10 else 2
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(c1, c2, 5, padding=pad2), nn.ReLU(), nn.MaxPool2d(2),
-        )  # fmt: skip
+            nn.Conv2d(in_channels, c1, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 5, padding=pad2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
         h, w = ((s // 2 + 2 * pad2 - 4) // 2 for s in size)
         self.classifier_hidden = nn.Sequential(
             nn.Flatten(), nn.Linear(c2 * h * w, f1), nn.ReLU(), nn.Linear(f1, f2), nn.ReLU()

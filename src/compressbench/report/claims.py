@@ -44,7 +44,10 @@ def pruning(group: list[RecipeSummary]) -> tuple[str, str]:
     best = max(good or runs, key=lambda s: _best_speedup(s)[1])
     batch, speedup = _best_speedup(best)
     reduction = 1 - 1 / speedup
-    figure = f"{best.recipe}: {reduction * 100:+.0f}% inference time saved at batch {batch}, drop {best.accuracy_drop_pt.mean:+.2f} pt"
+    figure = (
+        f"{best.recipe}: {reduction * 100:+.0f}% inference time saved at batch {batch}, "
+        f"drop {best.accuracy_drop_pt.mean:+.2f} pt"
+    )
     holds = bool(good) and reduction >= 0.30
     return ("holds" if holds else "does not hold"), figure
 
@@ -91,9 +94,11 @@ def combining(group: list[RecipeSummary]) -> tuple[str, str]:
     best_s_size = max(singles, key=lambda s: s.compression_ratio)
     speed_win = _best_speedup(best_h_speed)[1] > _best_speedup(best_s_speed)[1]
     size_win = best_h_size.compression_ratio > best_s_size.compression_ratio
-    figure = (f"speed: {best_h_speed.recipe} {_best_speedup(best_h_speed)[1]:.2f}x vs {best_s_speed.recipe} "
-              f"{_best_speedup(best_s_speed)[1]:.2f}x; size: {best_h_size.recipe} {best_h_size.compression_ratio:.1f}x vs "
-              f"{best_s_size.recipe} {best_s_size.compression_ratio:.1f}x (within {MINIMAL_LOSS_PT:g} pt)")  # fmt: skip
+    figure = (
+        f"speed: {best_h_speed.recipe} {_best_speedup(best_h_speed)[1]:.2f}x vs {best_s_speed.recipe} "
+        f"{_best_speedup(best_s_speed)[1]:.2f}x; size: {best_h_size.recipe} {best_h_size.compression_ratio:.1f}x vs "
+        f"{best_s_size.recipe} {best_s_size.compression_ratio:.1f}x (within {MINIMAL_LOSS_PT:g} pt)"
+    )
     return ("holds" if speed_win or size_win else "does not hold"), figure
 
 

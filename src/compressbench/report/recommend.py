@@ -42,13 +42,17 @@ def recommend(
             eligible = [s for s in eligible if s.compression_ratio > 1.0]
             ranked = sorted(eligible, key=lambda s: -s.compression_ratio)
         if not ranked:
-            why = (f"nothing meets the budget: no compressed recipe stays within {max_accuracy_drop:g} points"
-                   + (f" and runs faster than the baseline at batch {batch}" if objective == "latency" else ""))  # fmt: skip
+            why = f"nothing meets the budget: no compressed recipe stays within {max_accuracy_drop:g} points" + (
+                f" and runs faster than the baseline at batch {batch}" if objective == "latency" else ""
+            )
             answers.append(Recommendation(dataset, model, None, None, why))
             continue
         best = ranked[0]
-        figure = (f"{best.speedup[str(batch)].mean:.2f}x faster at batch {batch}" if objective == "latency"
-                  else f"{best.compression_ratio:.1f}x smaller than fp32 parameters")  # fmt: skip
+        figure = (
+            f"{best.speedup[str(batch)].mean:.2f}x faster at batch {batch}"
+            if objective == "latency"
+            else f"{best.compression_ratio:.1f}x smaller than fp32 parameters"
+        )
         why = f"{figure}, accuracy drop {best.accuracy_drop_pt.mean:+.2f} pt (budget {max_accuracy_drop:g})"
         answers.append(Recommendation(dataset, model, best, ranked[1] if len(ranked) > 1 else None, why))
     return answers

@@ -9,8 +9,13 @@ from typing import Any
 
 from compressbench.store import Run
 
-FAMILIES = {"prune": "pruning", "quant": "quantization", "precision": "quantization", "encode": "coding",
-            "distill": "distillation"}  # fmt: skip
+FAMILIES = {
+    "prune": "pruning",
+    "quant": "quantization",
+    "precision": "quantization",
+    "encode": "coding",
+    "distill": "distillation",
+}
 
 
 def families(recipe: dict[str, Any]) -> set[str]:
@@ -73,19 +78,28 @@ def summarise_runs(runs: list[Run]) -> list[RecipeSummary]:
         control = None
         if "control" in first:
             control = {"accuracy": Stat.of([r["control"]["accuracy"] for r in results if "control" in r])}
-        summaries.append(RecipeSummary(
-            dataset=dataset, model=model, recipe=recipe,
-            families=families(members[0].config.get("recipe", {})),
-            seeds=[r.seed for r in members],
-            accuracy=Stat.of([r["candidate"]["accuracy"] for r in results]),
-            baseline_accuracy=Stat.of([r["baseline"]["accuracy"] for r in results]),
-            accuracy_ci=tuple(first["candidate"]["accuracy_ci"]),
-            accuracy_drop_pt=Stat.of([r["accuracy_drop_pt"] for r in results]),
-            latency_ms={b: Stat.of([r["candidate"]["latency_ms"][b] for r in results]) for b in batches},
-            speedup={b: Stat.of([r["speedup"][b] for r in results]) for b in batches},
-            size_bytes=first["candidate"]["size_bytes"], stored_bytes=first["candidate"]["stored_bytes"],
-            size_ratio=first["size_ratio"], compression_ratio=first["compression_ratio"],
-            params=first["candidate"]["params"], macs=first["candidate"]["macs"],
-            runtime=first["candidate"]["runtime"]["runtime"], flags=flags, control=control,
-        ))  # fmt: skip
+        summaries.append(
+            RecipeSummary(
+                dataset=dataset,
+                model=model,
+                recipe=recipe,
+                families=families(members[0].config.get("recipe", {})),
+                seeds=[r.seed for r in members],
+                accuracy=Stat.of([r["candidate"]["accuracy"] for r in results]),
+                baseline_accuracy=Stat.of([r["baseline"]["accuracy"] for r in results]),
+                accuracy_ci=tuple(first["candidate"]["accuracy_ci"]),
+                accuracy_drop_pt=Stat.of([r["accuracy_drop_pt"] for r in results]),
+                latency_ms={b: Stat.of([r["candidate"]["latency_ms"][b] for r in results]) for b in batches},
+                speedup={b: Stat.of([r["speedup"][b] for r in results]) for b in batches},
+                size_bytes=first["candidate"]["size_bytes"],
+                stored_bytes=first["candidate"]["stored_bytes"],
+                size_ratio=first["size_ratio"],
+                compression_ratio=first["compression_ratio"],
+                params=first["candidate"]["params"],
+                macs=first["candidate"]["macs"],
+                runtime=first["candidate"]["runtime"]["runtime"],
+                flags=flags,
+                control=control,
+            )
+        )
     return summaries

@@ -34,21 +34,42 @@ def _pct(value: float) -> str:
 
 def recipe_table(group: list[RecipeSummary]) -> Table:
     batches = list(group[0].speedup)
-    header = ["recipe", "runtime", "accuracy % (95% CI)", "Δ pt", *[f"latency b{b} ms" for b in batches],
-              *[f"speed-up b{b}" for b in batches], "file KiB", "size ratio", "stored KiB", "compression", "MACs",
-              "flags"]  # fmt: skip
+    header = [
+        "recipe",
+        "runtime",
+        "accuracy % (95% CI)",
+        "Δ pt",
+        *[f"latency b{b} ms" for b in batches],
+        *[f"speed-up b{b}" for b in batches],
+        "file KiB",
+        "size ratio",
+        "stored KiB",
+        "compression",
+        "MACs",
+        "flags",
+    ]
     rows = []
     for s in sorted(group, key=lambda s: (s.recipe != "none", s.recipe)):
         seeds = f" ±{s.accuracy.spread * 100:.2f} ({s.accuracy.n} seeds)" if s.accuracy.n > 1 else ""
         accuracy = f"{_pct(s.accuracy.mean)}{seeds} [{_pct(s.accuracy_ci[0])}, {_pct(s.accuracy_ci[1])}]"
         if s.control:
             accuracy += f"; alone {_pct(s.control['accuracy'].mean)}"
-        rows.append([
-            s.recipe, s.runtime, accuracy, f"{-s.accuracy_drop_pt.mean:+.2f}",
-            *[f"{s.latency_ms[b].mean:.3f}" for b in batches], *[f"{s.speedup[b].mean:.2f}x" for b in batches],
-            f"{s.size_bytes / 1024:.1f}", f"{s.size_ratio:.2f}x", f"{s.stored_bytes / 1024:.1f}",
-            f"{s.compression_ratio:.1f}x", f"{s.macs:,}", "; ".join(s.flags),
-        ])  # fmt: skip
+        rows.append(
+            [
+                s.recipe,
+                s.runtime,
+                accuracy,
+                f"{-s.accuracy_drop_pt.mean:+.2f}",
+                *[f"{s.latency_ms[b].mean:.3f}" for b in batches],
+                *[f"{s.speedup[b].mean:.2f}x" for b in batches],
+                f"{s.size_bytes / 1024:.1f}",
+                f"{s.size_ratio:.2f}x",
+                f"{s.stored_bytes / 1024:.1f}",
+                f"{s.compression_ratio:.1f}x",
+                f"{s.macs:,}",
+                "; ".join(s.flags),
+            ]
+        )
     return header, rows
 
 
@@ -62,20 +83,39 @@ def build_sections(store: Store, max_accuracy_drop: float = 1.0) -> dict[str, An
         groups[(summary.dataset, summary.model)].append(summary)
     verdicts = judge_claims(summaries)
     claim_text = {c.key: c.text for c in CLAIMS}
-    verdict_table: Table = (["claim", "dataset", "model", "verdict", "measured"],
-                            [[claim_text[v.claim], v.dataset, v.model, v.verdict, v.why] for v in verdicts])  # fmt: skip
+    verdict_table: Table = (
+        ["claim", "dataset", "model", "verdict", "measured"],
+        [[claim_text[v.claim], v.dataset, v.model, v.verdict, v.why] for v in verdicts],
+    )
     recommendations: dict[str, Table] = {}
     for objective, batch in (("latency", 1), ("latency", 256), ("size", 256)):
         answers = recommend(summaries, max_accuracy_drop, objective, batch)  # type: ignore[arg-type]
         title = f"{objective}" + (f", batch {batch}" if objective == "latency" else "")
-        recommendations[title] = (["dataset", "model", "best", "runner-up", "why"],
-                                  [[a.dataset, a.model, a.best.recipe if a.best else "—",
-                                    a.runner_up.recipe if a.runner_up else "—", a.reason] for a in answers])  # fmt: skip
+        recommendations[title] = (
+            ["dataset", "model", "best", "runner-up", "why"],
+            [
+                [
+                    a.dataset,
+                    a.model,
+                    a.best.recipe if a.best else "—",
+                    a.runner_up.recipe if a.runner_up else "—",
+                    a.reason,
+                ]
+                for a in answers
+            ],
+        )
     failed = [r for r in runs if r.status == "failed"]
     first_ok = next(r for r in reversed(runs) if r.status == "ok" and r.result)
-    return {"summaries": summaries, "groups": dict(sorted(groups.items())), "verdicts": verdict_table,
-            "recommendations": recommendations, "failed": failed, "environment": first_ok.result["environment"],
-            "measurement": first_ok.result["measurement"], "budget": max_accuracy_drop}  # fmt: skip
+    return {
+        "summaries": summaries,
+        "groups": dict(sorted(groups.items())),
+        "verdicts": verdict_table,
+        "recommendations": recommendations,
+        "failed": failed,
+        "environment": first_ok.result["environment"],
+        "measurement": first_ok.result["measurement"],
+        "budget": max_accuracy_drop,
+    }
 
 
 def study_meta(folder: Path) -> dict[str, Any]:
@@ -121,8 +161,10 @@ def to_markdown(sections: dict[str, Any], meta: dict[str, Any]) -> str:
         parts += [f"## {dataset} / {model}", "", table(recipe_table(group)), ""]
     if sections["failed"]:
         parts += ["## Failed runs", ""]
-        parts += [f"- {r.dataset} / {r.model} / {r.recipe} / seed {r.seed}: {(r.error or '').splitlines()[0]}"
-                  for r in sections["failed"]]  # fmt: skip
+        parts += [
+            f"- {r.dataset} / {r.model} / {r.recipe} / seed {r.seed}: {(r.error or '').splitlines()[0]}"
+            for r in sections["failed"]
+        ]
         parts.append("")
     parts += ["## How every number was measured", ""] + [f"- {line}" for line in footer_lines(sections)]
     return "\n".join(parts) + "\n"
@@ -140,15 +182,33 @@ def pareto_figures(group: list[RecipeSummary]) -> list[Any]:
         points = [(value(s), s.accuracy.mean * 100) for s in group]
         front = pareto_front(points)
         figure = go.Figure()
-        figure.add_trace(go.Scatter(
-            x=[p[0] for p in points], y=[p[1] for p in points], mode="markers+text", name="recipes",
-            text=[s.recipe for s in group], textposition="top center",
-            error_y={"type": "data", "array": [s.accuracy.spread * 100 for s in group], "visible": True},
-        ))  # fmt: skip
-        figure.add_trace(go.Scatter(x=[points[i][0] for i in front], y=[points[i][1] for i in front],
-                                    mode="lines", name="Pareto front", line={"dash": "dash"}))  # fmt: skip
-        figure.update_layout(title=f"accuracy vs {axis}", xaxis_title=label, yaxis_title="test accuracy (%)",
-                             height=420, margin={"t": 50, "l": 60, "r": 20, "b": 50})  # fmt: skip
+        figure.add_trace(
+            go.Scatter(
+                x=[p[0] for p in points],
+                y=[p[1] for p in points],
+                mode="markers+text",
+                name="recipes",
+                text=[s.recipe for s in group],
+                textposition="top center",
+                error_y={"type": "data", "array": [s.accuracy.spread * 100 for s in group], "visible": True},
+            )
+        )
+        figure.add_trace(
+            go.Scatter(
+                x=[points[i][0] for i in front],
+                y=[points[i][1] for i in front],
+                mode="lines",
+                name="Pareto front",
+                line={"dash": "dash"},
+            )
+        )
+        figure.update_layout(
+            title=f"accuracy vs {axis}",
+            xaxis_title=label,
+            yaxis_title="test accuracy (%)",
+            height=420,
+            margin={"t": 50, "l": 60, "r": 20, "b": 50},
+        )
         figures.append(figure)
     return figures
 
@@ -176,16 +236,25 @@ def to_html(sections: dict[str, Any], meta: dict[str, Any]) -> str:
         parts += [f"<h2>{html.escape(dataset)} / {html.escape(model)}</h2>", table(recipe_table(group))]
         parts += [f.to_html(full_html=False, include_plotlyjs=False) for f in pareto_figures(group)]
     if sections["failed"]:
-        items = "".join(f"<li>{html.escape(f'{r.dataset} / {r.model} / {r.recipe} / seed {r.seed}: ')}"
-                        f"{html.escape((r.error or '').splitlines()[0])}</li>" for r in sections["failed"])  # fmt: skip
+        items = "".join(
+            f"<li>{html.escape(f'{r.dataset} / {r.model} / {r.recipe} / seed {r.seed}: ')}"
+            f"{html.escape((r.error or '').splitlines()[0])}</li>"
+            for r in sections["failed"]
+        )
         parts += ["<h2>Failed runs</h2>", f"<ul>{items}</ul>"]
-    parts += ["<h2>How every number was measured</h2>",
-              "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in footer_lines(sections)) + "</ul>"]  # fmt: skip
-    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
-             "margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-             "td:first-child,th:first-child{text-align:left}")  # fmt: skip
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style>"
-            f"<script>{get_plotlyjs()}</script></head><body>{''.join(parts)}</body></html>")  # fmt: skip
+    parts += [
+        "<h2>How every number was measured</h2>",
+        "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in footer_lines(sections)) + "</ul>",
+    ]
+    style = (
+        "body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
+        "margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}"
+    )
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style>"
+        f"<script>{get_plotlyjs()}</script></head><body>{''.join(parts)}</body></html>"
+    )
 
 
 def write_report(

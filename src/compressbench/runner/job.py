@@ -36,8 +36,9 @@ class JobConfig(BaseModel):
 
     def identity(self) -> dict[str, Any]:
         identity = self.model_dump(mode="json")
-        fingerprints = {ref: reference_fingerprint(ref) for ref in (self.dataset.name, self.model.name)
-                        if is_user_reference(ref)}  # fmt: skip
+        fingerprints = {
+            ref: reference_fingerprint(ref) for ref in (self.dataset.name, self.model.name) if is_user_reference(ref)
+        }
         if fingerprints:
             identity["fingerprints"] = fingerprints
         return identity
@@ -69,14 +70,22 @@ def make_job(
 
 def trained_baseline(job: JobConfig, data: DataBundle, cache: Cache):
     """The job's trained baseline, from the cache when any earlier job trained the same one."""
-    identity = {"dataset": job.dataset.model_dump(mode="json"), "model": job.model.model_dump(mode="json"),
-                "training": job.training.model_dump(mode="json"), "seed": job.seed,
-                "fingerprints": job.identity().get("fingerprints", {})}  # fmt: skip
+    identity = {
+        "dataset": job.dataset.model_dump(mode="json"),
+        "model": job.model.model_dump(mode="json"),
+        "training": job.training.model_dump(mode="json"),
+        "seed": job.seed,
+        "fingerprints": job.identity().get("fingerprints", {}),
+    }
 
     def fit(model) -> dict[str, Any]:
         report = train(model, data, job.training, seed=job.seed, description=f"baseline {job.model.name}")
-        return {"val_accuracy": report.val_accuracy, "epochs_run": report.epochs_run,
-                "best_epoch": report.best_epoch, "train_seconds": report.seconds}  # fmt: skip
+        return {
+            "val_accuracy": report.val_accuracy,
+            "epochs_run": report.epochs_run,
+            "best_epoch": report.best_epoch,
+            "train_seconds": report.seconds,
+        }
 
     return cache.model("baselines", identity, lambda: build_model(job.model, data.spec, seed=job.seed), fit)
 
@@ -86,8 +95,15 @@ def run_job(job: JobConfig, cache: Cache) -> dict[str, Any]:
     data = load_dataset(job.dataset, job.seed)
     baseline, baseline_meta = trained_baseline(job, data, cache)
     recipe = load_recipe(job.recipe)
-    context = Context(data=data, baseline=baseline, model=job.model, train_config=job.training, seed=job.seed,
-                      cache=cache, latency=job.measure.latency)  # fmt: skip
+    context = Context(
+        data=data,
+        baseline=baseline,
+        model=job.model,
+        train_config=job.training,
+        seed=job.seed,
+        cache=cache,
+        latency=job.measure.latency,
+    )
     candidate = Candidate(module=copy.deepcopy(baseline))
     for number, step in enumerate(recipe.steps, start=1):
         log(f"[dim]step {number}/{len(recipe.steps)}: {step.technique.name}[/dim]")

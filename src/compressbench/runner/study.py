@@ -119,8 +119,9 @@ def run_study(spec: StudySpec | Path | str, out: Path | str, cache: Cache | None
                 else:
                     store.put(key, job.identity(), result=result)
                     counts["ok"] += 1
-                    progress.log(f"[green]ok[/green] {label} in {time.perf_counter() - started:.0f} s: "
-                                 f"{_headline(result)}")  # fmt: skip
+                    progress.log(
+                        f"[green]ok[/green] {label} in {time.perf_counter() - started:.0f} s: {_headline(result)}"
+                    )
             if bar is not None:
                 bar.update(bar.task_ids[0], advance=1)
     return counts
@@ -128,5 +129,7 @@ def run_study(spec: StudySpec | Path | str, out: Path | str, cache: Cache | None
 
 def _headline(result: dict[str, Any]) -> str:
     speed = " ".join(f"b{b} {s:.2f}x" for b, s in result["speedup"].items())
-    return (f"acc {result['candidate']['accuracy']:.4f} (drop {result['accuracy_drop_pt']:+.2f} pt), "
-            f"speed-up {speed}, size {result['size_ratio']:.2f}x")  # fmt: skip
+    return (
+        f"acc {result['candidate']['accuracy']:.4f} (drop {result['accuracy_drop_pt']:+.2f} pt), "
+        f"speed-up {speed}, size {result['size_ratio']:.2f}x"
+    )

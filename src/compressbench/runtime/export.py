@@ -33,16 +33,28 @@ def export_onnx(
             warnings.simplefilter("ignore")
             if exporter == "dynamo":
                 program = torch.onnx.export(
-                    model, (example,), dynamo=True, external_data=False, input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME], dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, verbose=False,
-                )  # fmt: skip
+                    model,
+                    (example,),
+                    dynamo=True,
+                    external_data=False,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+                    verbose=False,
+                )
                 proto = program.model_proto
             else:
                 buffer = io.BytesIO()
                 torch.onnx.export(
-                    model, (example,), buffer, dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                )  # fmt: skip
+                    model,
+                    (example,),
+                    buffer,
+                    dynamo=False,
+                    opset_version=OPSET,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                )
                 proto = onnx.load_from_string(buffer.getvalue())
     except Exception as error:
         raise CompressbenchError(f"ONNX export of {type(model).__name__} failed: {error}") from error

@@ -50,8 +50,13 @@ class OnnxRuntimeSession:
         except Exception as error:
             raise CompressbenchError(f"onnxruntime cannot load the model: {error}") from error
         self._input = self._session.get_inputs()[0].name
-        self.info = {"runtime": "onnxruntime", "version": ort.__version__, "threads": self.threads,
-                     "provider": "CPUExecutionProvider", "precision": _onnx_precision(self.proto)}  # fmt: skip
+        self.info = {
+            "runtime": "onnxruntime",
+            "version": ort.__version__,
+            "threads": self.threads,
+            "provider": "CPUExecutionProvider",
+            "precision": _onnx_precision(self.proto),
+        }
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self._session.run(None, {self._input: x})[0]

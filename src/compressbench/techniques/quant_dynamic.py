@@ -49,9 +49,12 @@ class DynamicQuantization(Technique):
             try:
                 with quiet_root_logger():
                     quantize_dynamic(
-                        graph, target, op_types_to_quantize=list(config.op_types), per_channel=config.per_channel,
+                        graph,
+                        target,
+                        op_types_to_quantize=list(config.op_types),
+                        per_channel=config.per_channel,
                         weight_type=QuantType.QInt8 if config.weight_type == "int8" else QuantType.QUInt8,
-                    )  # fmt: skip
+                    )
             except Exception as error:
                 raise CompressbenchError(f"{self.name}: ONNX Runtime's quantizer failed: {error}") from error
             quantized = onnx.load(target)
@@ -65,6 +68,6 @@ class DynamicQuantization(Technique):
                 "quantized_nodes": len(int8_nodes),
                 "op_types": list(config.op_types),
                 "per_channel": config.per_channel,
-            }  # fmt: skip
+            }
         )
         return candidate
