@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from compressbench.cli import app
 
 runner = CliRunner()
-FAST = ["--epochs", "2", "--warmup", "0.02", "--repeats", "2", "--batch", "1", "--batch", "64"]
+FAST = ["--epochs", "2", "--warmup", "0.02", "--repeats", "2", "--batch-sizes", "1", "--batch", "64"]
 
 
 def test_list_shows_the_registries():

@@ -11,7 +11,7 @@ from compressbench.errors import CompressbenchError
 from compressbench.measure.compare import measure_candidates
 from compressbench.models import ModelConfig, build_model
 from compressbench.recipes import load_recipe
-from compressbench.techniques import Candidate, Context, list_techniques, techniques
+from compressbench.techniques import Candidate, Context, list_techniques, precision, techniques
 from compressbench.training import train
 
 
@@ -32,15 +32,24 @@ def trained(cache):
     return data, model, context
 
 
+@pytest.fixture
+def cpu_with_every_instruction(monkeypatch):
+    """Reduced-precision steps check the CPU's flags; here they run as on a CPU that has them (torch emulates)."""
+    flags = [flag for names in precision.NATIVE_FLAGS.values() for flag in names]
+    monkeypatch.setattr(precision, "cpu_info", lambda: {"model": "simulated", "cores": 2, "flags": flags})
+
+
 @pytest.mark.parametrize("name", list_techniques())
-def test_every_technique_applies_exports_and_measures(name, trained):
+def test_every_technique_applies_exports_and_measures(name, trained, cpu_with_every_instruction):
     data, baseline, context = trained
     original = copy.deepcopy(baseline.state_dict())
     technique = techniques.get(name)()
     candidate = technique.apply(Candidate(module=copy.deepcopy(baseline)), context)
     assert candidate.form is technique.produces
     assert candidate.records and candidate.records[-1]["step"] == name
-    metrics = measure_candidates({"baseline": Candidate(module=baseline), "candidate": candidate}, data, FAST_MEASURE)
+    runtime = next(rt for rt in ("onnxruntime", "torch", "openvino") if rt in technique.serving_runtimes)
+    settings = FAST_MEASURE.model_copy(update={"runtime": runtime})
+    metrics = measure_candidates({"baseline": Candidate(module=baseline), "candidate": candidate}, data, settings)
     for role in ("baseline", "candidate"):
         assert 0 <= metrics[role]["accuracy"] <= 1 and metrics[role]["size_bytes"] > 0
         assert set(metrics[role]["latency_ms"]) == {"1", "32"}

@@ -54,14 +54,21 @@ def list_(what: Annotated[Listable, typer.Argument(help="what to list")]) -> Non
     from compressbench.runtime import list_runtimes
     from compressbench.techniques import list_techniques, techniques
 
-    if what is Listable.models:
+    if what is Listable.runtimes:
+        from compressbench.runtime import runtimes
+
+        for name in list_runtimes():
+            runtime = runtimes.get(name)
+            status = runtime.missing() or "installed"
+            out.print(f"{name:12} {runtime.description} [{status}]", markup=False, highlight=False, soft_wrap=True)
+    elif what is Listable.models:
         for name in list_models():
-            out.print(f"{name:10} {models.get(name).description}", highlight=False)
+            out.print(f"{name:10} {models.get(name).description}", markup=False, highlight=False, soft_wrap=True)
     elif what is Listable.techniques:
         for name in list_techniques():
-            out.print(f"{name:22} {techniques.get(name).summary}", highlight=False)
+            out.print(f"{name:22} {techniques.get(name).summary}", markup=False, highlight=False, soft_wrap=True)
     else:
-        names = {"datasets": list_datasets, "recipes": list_recipes, "runtimes": list_runtimes}[what.value]()
+        names = {"datasets": list_datasets, "recipes": list_recipes}[what.value]()
         out.print("\n".join(names), highlight=False)
 
 
@@ -75,8 +82,13 @@ def run(
     epochs: Annotated[int | None, typer.Option(help="baseline epochs (default: the model's own)")] = None,
     width: Annotated[float, typer.Option(help="width multiplier of the model")] = 1.0,
     threads: Annotated[int, typer.Option(help="runtime intra-op threads for latency")] = 1,
-    runtime: Annotated[str, typer.Option(help="onnxruntime or torch")] = "onnxruntime",
-    batch: Annotated[list[int] | None, typer.Option(help="batch sizes timed (repeat the option)")] = None,
+    runtime: Annotated[
+        str, typer.Option(help="onnxruntime, openvino, torch, or auto (fastest installed)")
+    ] = "onnxruntime",
+    batch: Annotated[int, typer.Option(help="the batch size that matters: decides the runtime with auto")] = 256,
+    batch_sizes: Annotated[
+        list[int] | None, typer.Option("--batch-sizes", help="batch sizes timed (repeat the option; default 1 and 256)")
+    ] = None,
     warmup: Annotated[float, typer.Option(help="seconds of warm-up per session and batch size")] = 1.0,
     repeats: Annotated[int, typer.Option(help="timed blocks per session, interleaved")] = 15,
     out_dir: Annotated[Path, typer.Option("--out", help="folder of the results database")] = Path("runs/cli"),
@@ -87,27 +99,36 @@ def run(
     from compressbench.measure import LatencySettings
     from compressbench.measure.compare import MeasureSettings
     from compressbench.models import ModelConfig
+    from compressbench.runtime import runtimes
     from compressbench.training import default_train_config
 
-    if runtime not in ("onnxruntime", "torch"):
-        raise CompressbenchError(f"--runtime: unknown runtime {runtime!r} (known: onnxruntime, torch)")
+    if runtime != "auto":
+        runtimes.get(runtime)  # an unknown name is answered with the close matches
     training = default_train_config(model)
     if epochs is not None:
         training = training.model_copy(update={"epochs": epochs})
-    latency = LatencySettings(threads=threads, batch_sizes=tuple(batch or (1, 256)), warmup_s=warmup, blocks=repeats)
+    sizes = tuple(sorted(set(batch_sizes or (1, 256)) | {batch}))
+    latency = LatencySettings(threads=threads, batch_sizes=sizes, warmup_s=warmup, blocks=repeats)
     result = compress(
         dataset,
         ModelConfig(name=model, width=width),
         recipe,
         seed=seed,
         training=training,
-        measure=MeasureSettings(runtime=runtime, latency=latency),
+        measure=MeasureSettings(runtime=runtime, latency=latency, target_batch=batch),
         store=out_dir / "results.db",
     )
     if as_json:
         sys.stdout.write(json.dumps(result, indent=1) + "\n")
     else:
         out.print(side_by_side(result))
+        for runtime, figures in result["candidate"].get("runtimes", {}).items():
+            if "skipped" in figures:
+                out.print(f"  {runtime}: skipped ({figures['skipped']})", highlight=False)
+            else:
+                timing = ", ".join(f"b{b} {ms:.3f} ms" for b, ms in figures["latency_ms"].items())
+                out.print(f"  {runtime} ({figures['runtime']['precision']}): {timing}, "
+                          f"accuracy {figures['accuracy'] * 100:.2f}%", highlight=False)  # fmt: skip
         for flag in result["flags"]:
             out.print(f"[yellow]flag:[/yellow] {flag}", highlight=False)
 

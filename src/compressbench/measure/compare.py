@@ -1,19 +1,28 @@
-"""Measure several forms of a model side by side on one runtime: accuracy, interleaved latency, size."""
+"""Measure several forms of a model side by side: accuracy, interleaved latency and size, on one runtime or all.
+
+With `runtime: auto`, every installed runtime that can serve a candidate is measured in the same interleaved
+pass, and the candidate keeps the fastest at the batch size that matters (`target_batch`); all are recorded.
+The baseline's headline figures are always ONNX Runtime fp32 when it is in the pass.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
 import onnx
-from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from compressbench.data import DataBundle
+from compressbench.errors import CompressbenchError
 from compressbench.measure.accuracy import measure_accuracy
 from compressbench.measure.latency import LatencySettings, measure_latency_interleaved
-from compressbench.measure.size import measure_size
-from compressbench.runtime import export_onnx, open_session, verify_onnx
+from compressbench.measure.size import count_macs, count_params, zstd_size
+from compressbench.registry import unknown_name_message
+from compressbench.runtime import export_onnx, installed_runtimes, open_session, runtimes, verify_onnx
+from compressbench.runtime.sessions import openvino_bytes
 from compressbench.techniques import Candidate
+
+REFERENCE = "onnxruntime"
 
 
 class MeasureSettings(BaseModel):
@@ -21,14 +30,22 @@ class MeasureSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
+    runtime: str = Field(REFERENCE, description="a registered runtime, or 'auto' for the fastest installed one")
+    target_batch: int = Field(256, ge=1, description="with runtime auto: the batch size whose latency decides")
     latency: LatencySettings = LatencySettings()
     exporter: Literal["torchscript", "dynamo"] = "torchscript"
     verify_atol: float = Field(1e-3, gt=0, description="largest allowed |torch - ONNX| logit difference after export")
     latency_samples: int = Field(256, ge=1, description="test samples used (repeated) as latency inputs")
 
+    @field_validator("runtime")
+    @classmethod
+    def known_runtime(cls, value: str) -> str:
+        if value != "auto" and value not in runtimes:
+            raise ValueError(unknown_name_message("runtime", value, [*runtimes.names(), "auto"]))
+        return value
 
-def deployable(candidate: Candidate, data: DataBundle, settings: MeasureSettings) -> onnx.ModelProto:
+
+def exported(candidate: Candidate, data: DataBundle, settings: MeasureSettings) -> onnx.ModelProto:
     """The ONNX model that would be served: the technique's graph, or the module exported and verified."""
     if candidate.graph is not None:
         return candidate.graph
@@ -37,28 +54,46 @@ def deployable(candidate: Candidate, data: DataBundle, settings: MeasureSettings
     return proto
 
 
+def artifact_for(runtime: str, candidate: Candidate, proto: onnx.ModelProto | None) -> Any:
+    if runtime == "torch":
+        return candidate.graph if candidate.graph is not None else (candidate.openvino or candidate.module)
+    if candidate.openvino is not None:
+        return candidate.openvino
+    return proto
+
+
 def measure_candidates(
     candidates: dict[str, Candidate], data: DataBundle, settings: MeasureSettings
 ) -> dict[str, dict[str, Any]]:
-    """Metrics for each named candidate; latency measured in one interleaved pass so ratios are fair."""
-    protos = {name: deployable(c, data, settings) for name, c in candidates.items()}
-    artifacts: dict[str, onnx.ModelProto | nn.Module] = (
-        dict(protos) if settings.runtime == "onnxruntime" else {n: c.module for n, c in candidates.items()}
-    )
-    if settings.runtime == "torch":
-        for name, candidate in candidates.items():
-            if candidate.graph is not None:
-                artifacts[name] = candidate.graph  # open_session explains why torch cannot run it
-    sessions = {name: open_session(a, settings.runtime, settings.latency.threads) for name, a in artifacts.items()}
+    """Metrics for each named candidate; every (candidate, runtime) session is timed in one interleaved pass."""
+    names = installed_runtimes() if settings.runtime == "auto" else [settings.runtime]
+    if settings.runtime != "auto" and (problem := runtimes.get(settings.runtime).missing()):
+        raise CompressbenchError(problem)
+    protos = {n: exported(c, data, settings) if c.openvino is None else None for n, c in candidates.items()}
+    sessions, skipped = {}, {name: {} for name in candidates}
+    for name, candidate in candidates.items():
+        for runtime in names:
+            try:
+                artifact = artifact_for(runtime, candidate, protos[name])
+                sessions[(name, runtime)] = open_session(
+                    artifact, runtime, settings.latency.threads, candidate.precision
+                )
+            except CompressbenchError as error:
+                if settings.runtime != "auto":
+                    raise
+                skipped[name][runtime] = str(error)  # recorded, never a crash of the study
+    for name in candidates:
+        if not any(key[0] == name for key in sessions):
+            raise CompressbenchError(f"no installed runtime can serve {name}: {skipped[name]}")
+    keys = list(sessions)
     latencies = measure_latency_interleaved(
-        list(sessions.values()), data.test.x[: settings.latency_samples], settings.latency
+        [sessions[k] for k in keys], data.test.x[: settings.latency_samples], settings.latency
     )
-    metrics = {}
-    for (name, session), latency in zip(sessions.items(), latencies, strict=True):
-        candidate = candidates[name]
-        accuracy = measure_accuracy(session, data.test)
-        size = measure_size(protos[name], candidate.module, data.spec.input_shape)
-        metrics[name] = {
+    per_runtime: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in candidates}
+    for key, latency in zip(keys, latencies, strict=True):
+        name, runtime = key
+        accuracy = measure_accuracy(sessions[key], data.test)
+        per_runtime[name][runtime] = {
             "accuracy": accuracy.accuracy,
             "accuracy_ci": [accuracy.ci_low, accuracy.ci_high],
             "test_samples": accuracy.samples,
@@ -74,15 +109,51 @@ def measure_candidates(
                 }
                 for b, s in latency.items()
             },
-            "size_bytes": size.size_bytes,
-            "zstd_bytes": size.zstd_bytes,
-            "stored_bytes": min(size.zstd_bytes, sum(candidate.storage.values()))
-            if candidate.storage
-            else size.zstd_bytes,
-            "storage": candidate.storage or {"zstd(onnx)": size.zstd_bytes},
-            "params": size.params,
-            "nonzero_params": size.nonzero_params,
-            "macs": size.macs,
-            "runtime": session.info,
+            "runtime": sessions[key].info,
         }
+    metrics = {}
+    for name, candidate in candidates.items():
+        measured = per_runtime[name]
+        chosen = _choose(name, measured, settings)
+        params, nonzero = count_params(candidate.module)
+        proto = protos[name]
+        file_bytes = (
+            openvino_bytes(candidate.openvino)
+            if candidate.openvino is not None and chosen == "openvino"
+            else len(proto.SerializeToString())
+        )
+        compressed = zstd_size(proto.SerializeToString()) if proto is not None else file_bytes
+        metrics[name] = {
+            **measured[chosen],
+            "size_bytes": file_bytes,
+            "zstd_bytes": compressed,
+            "stored_bytes": min(compressed, sum(candidate.storage.values())) if candidate.storage else compressed,
+            "storage": candidate.storage or {"zstd(file)": compressed},
+            "params": params,
+            "nonzero_params": nonzero,
+            "macs": count_macs(candidate.module, data.spec.input_shape),
+        }
+        if settings.runtime == "auto":
+            metrics[name]["runtimes"] = {
+                **{rt: {k: m[k] for k in ("accuracy", "latency_ms", "runtime")} for rt, m in measured.items()},
+                **{rt: {"skipped": why} for rt, why in skipped[name].items()},
+            }
+            metrics[name]["runtime_choice"] = (
+                "reference runtime for the baseline"
+                if name == "baseline" and chosen == REFERENCE
+                else f"fastest at batch {settings.target_batch} among {', '.join(sorted(measured))}"
+            )
     return metrics
+
+
+def _choose(name: str, measured: dict[str, dict[str, Any]], settings: MeasureSettings) -> str:
+    """The runtime a candidate is reported on: the one asked for, or with auto the fastest at the target batch
+    (the baseline stays on the reference runtime so every speed-up is against ONNX Runtime fp32)."""
+    if settings.runtime != "auto":
+        return settings.runtime
+    if name == "baseline" and REFERENCE in measured:
+        return REFERENCE
+    batch = str(settings.target_batch)
+    if any(batch not in m["latency_ms"] for m in measured.values()):
+        raise CompressbenchError(f"target_batch {batch} is not among the timed batch sizes")
+    return min(measured, key=lambda rt: measured[rt]["latency_ms"][batch])

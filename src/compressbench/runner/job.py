@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from compressbench.cache import Cache
 from compressbench.data import DataBundle, DatasetConfig, load_dataset
+from compressbench.errors import CompressbenchError
 from compressbench.hashing import config_hash
 from compressbench.imports import is_user_reference, reference_fingerprint
 from compressbench.measure.compare import MeasureSettings, measure_candidates
@@ -58,14 +59,31 @@ def make_job(
 ) -> JobConfig:
     dataset = DatasetConfig(name=dataset) if isinstance(dataset, str) else dataset
     model = ModelConfig(name=model) if isinstance(model, str) else model
+    recipe = load_recipe(recipe)
+    measure = measure or MeasureSettings()
+    check_servable(recipe, measure.runtime)
     return JobConfig(
         dataset=dataset,
         model=model,
-        recipe=load_recipe(recipe).canonical(),
+        recipe=recipe.canonical(),
         seed=seed,
         training=training or default_train_config(model.name),
-        measure=measure or MeasureSettings(),
+        measure=measure,
     )
+
+
+def check_servable(recipe: Recipe, runtime: str) -> None:
+    """Refuse before training when the recipe's output cannot run on the chosen runtime (auto finds one)."""
+    servable = {"onnxruntime", "openvino", "torch"}
+    for step in recipe.steps:
+        servable &= set(step.technique.serving_runtimes)
+    if runtime != "auto" and runtime not in servable:
+        last = recipe.steps[-1].technique.name
+        options = " or ".join(sorted(servable)) or "no single runtime"
+        raise CompressbenchError(
+            f"recipe {recipe.name!r}: what {last} produces runs on {options}, not {runtime}; "
+            f"use --runtime {sorted(servable)[0] if servable else 'auto'} or --runtime auto"
+        )
 
 
 def trained_baseline(job: JobConfig, data: DataBundle, cache: Cache):

@@ -32,7 +32,8 @@ class Candidate:
     """The model as it moves through a recipe.
 
     `module` is the torch form. Once a step produces a runtime graph that the module cannot reproduce (int8
-    ONNX), `graph` holds it and `module` stays as the float model it came from (for parameter and MAC counts).
+    ONNX in `graph`, or an OpenVINO model in `openvino`), `module` stays as the float model it came from (for
+    parameter and MAC counts).
     `storage` is the encoded form's byte breakdown when a step defines one (sparse indices, codebooks, Huffman);
     `records` keeps what each step did; `flags` are warnings a report must show; `companions` are other models
     a step wants measured beside it under their own name (the distillation control: the student trained alone).
@@ -40,6 +41,8 @@ class Candidate:
 
     module: nn.Module
     graph: onnx.ModelProto | None = None
+    openvino: Any = None  # an OpenVINO model, when a step produced one (quant.nncf); served by openvino only
+    precision: str = "fp32"  # the precision the runtime is asked to execute in (precision.bf16 / precision.fp16)
     storage: dict[str, int] | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
@@ -47,7 +50,7 @@ class Candidate:
 
     @property
     def form(self) -> Form:
-        return Form.GRAPH if self.graph is not None else Form.MODULE
+        return Form.GRAPH if self.graph is not None or self.openvino is not None else Form.MODULE
 
 
 @dataclass
@@ -75,6 +78,8 @@ class Technique:
     consumes: ClassVar[Form] = Form.MODULE
     produces: ClassVar[Form] = Form.MODULE
     summary: ClassVar[str] = ""
+    # The runtimes that can serve what this step produces (checked against the measurement runtime up front).
+    serving_runtimes: ClassVar[tuple[str, ...]] = ("onnxruntime", "openvino", "torch")
 
     def __init__(self, config: TechniqueConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()

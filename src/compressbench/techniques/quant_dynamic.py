@@ -37,6 +37,7 @@ class DynamicQuantization(Technique):
     Config = DynamicQuantConfig
     consumes = Form.MODULE
     produces = Form.GRAPH
+    serving_runtimes = ("onnxruntime", "openvino")
     summary = "int8 weights, activations quantized at run time (ONNX Runtime dynamic quantization)"
 
     def apply(self, candidate: Candidate, context: Context) -> Candidate:

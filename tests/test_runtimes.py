@@ -1,0 +1,115 @@
+"""Runtimes side by side: the same exported model on ONNX Runtime, OpenVINO and torch; auto picks the fastest."""
+
+import copy
+
+import numpy as np
+import pytest
+from conftest import FAST_LATENCY, FAST_MEASURE, QUICK_TRAINING
+
+from compressbench.data import load_dataset
+from compressbench.errors import CompressbenchError
+from compressbench.measure.compare import measure_candidates
+from compressbench.measure.environment import cpu_info
+from compressbench.models import ModelConfig, build_model
+from compressbench.runner.job import make_job
+from compressbench.runtime import export_onnx, installed_runtimes, open_session, runtimes
+from compressbench.techniques import Candidate, Context, precision, techniques
+from compressbench.training import train
+
+ZOO = [("mlp", "digits"), ("lenet5", "digits"), ("resnet", "digits"), ("conv1d", "mnist1d")]
+
+
+def test_openvino_is_installed_by_make_setup():
+    assert set(installed_runtimes()) == {"onnxruntime", "openvino", "torch"}
+
+
+@pytest.mark.parametrize(("model", "dataset"), ZOO)
+def test_every_runtime_matches_onnxruntime_fp32(model, dataset):
+    data = load_dataset(dataset)
+    module = build_model(model, data.spec, seed=0)
+    proto = export_onnx(module, data.spec.input_shape)
+    x = data.test.x[:33]
+    reference = open_session(proto, "onnxruntime").run(x)
+    openvino = open_session(proto, "openvino")
+    assert openvino.info["precision"] == "fp32"  # forced f32, whatever the CPU's default
+    np.testing.assert_allclose(openvino.run(x), reference, atol=1e-4)
+    np.testing.assert_allclose(open_session(module, "torch").run(x), reference, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def trained(cache):
+    data = load_dataset("synthetic")
+    model = build_model("lenet5", data.spec, seed=0)
+    train(model, data, QUICK_TRAINING, seed=0)
+    context = Context(data=data, baseline=model, model=ModelConfig(name="lenet5"), train_config=QUICK_TRAINING,
+                      seed=0, cache=cache, latency=FAST_LATENCY)  # fmt: skip
+    return data, model, context
+
+
+def test_nncf_gives_an_int8_openvino_model_measured_on_openvino(trained):
+    data, baseline, context = trained
+    candidate = techniques.get("quant.nncf")().apply(Candidate(module=copy.deepcopy(baseline)), context)
+    assert candidate.openvino is not None and candidate.records[-1]["fake_quantize_ops"] > 0
+    assert candidate.records[-1]["calibration_samples"] == len(data.calibration)
+    session = open_session(candidate.openvino, "openvino")
+    assert session.info["precision"] == "int8"  # u8 convolutions / fully-connected layers in the runtime model
+    settings = FAST_MEASURE.model_copy(update={"runtime": "openvino"})
+    metrics = measure_candidates({"baseline": Candidate(module=baseline), "candidate": candidate}, data, settings)
+    assert metrics["candidate"]["runtime"]["precision"] == "int8"
+    assert abs(metrics["candidate"]["accuracy"] - metrics["baseline"]["accuracy"]) < 0.05
+
+
+def test_auto_records_every_runtime_and_keeps_the_fastest(trained):
+    data, baseline, _ = trained
+    settings = FAST_MEASURE.model_copy(update={"runtime": "auto", "target_batch": 32})
+    candidates = {"baseline": Candidate(module=baseline), "candidate": Candidate(module=copy.deepcopy(baseline))}
+    metrics = measure_candidates(candidates, data, settings)
+    candidate = metrics["candidate"]
+    measured = {rt: m for rt, m in candidate["runtimes"].items() if "skipped" not in m}
+    assert set(measured) == {"onnxruntime", "openvino", "torch"}
+    fastest = min(measured, key=lambda rt: measured[rt]["latency_ms"]["32"])
+    assert candidate["runtime"]["runtime"] == fastest and fastest in candidate["runtime_choice"]
+    # The baseline stays on the reference runtime, with the others shown beside it.
+    assert metrics["baseline"]["runtime"]["runtime"] == "onnxruntime" and len(metrics["baseline"]["runtimes"]) == 3
+
+
+def test_auto_records_a_runtime_that_cannot_serve_as_skipped(trained):
+    data, baseline, context = trained
+    candidate = techniques.get("quant.dynamic")().apply(Candidate(module=copy.deepcopy(baseline)), context)
+    settings = FAST_MEASURE.model_copy(update={"runtime": "auto", "target_batch": 32})
+    metrics = measure_candidates({"baseline": Candidate(module=baseline), "candidate": candidate}, data, settings)
+    assert "runtime torch needs a torch module" in metrics["candidate"]["runtimes"]["torch"]["skipped"]
+
+
+def test_bf16_is_refused_on_a_cpu_without_it(monkeypatch, trained):
+    _, baseline, context = trained
+    monkeypatch.setattr(precision, "cpu_info", lambda: {"model": "old CPU", "cores": 2, "flags": ["avx2"]})
+    with pytest.raises(CompressbenchError, match=r"precision.bf16: this CPU \(old CPU\) lacks avx512_bf16"):
+        techniques.get("precision.bf16")().apply(Candidate(module=copy.deepcopy(baseline)), context)
+
+
+def test_openvino_never_reports_a_silent_fp32_fallback_as_bf16():
+    data = load_dataset("digits")
+    proto = export_onnx(build_model("mlp", data.spec, seed=0), data.spec.input_shape)
+    if {"avx512_bf16", "amx_bf16"} & set(cpu_info()["flags"]):
+        assert open_session(proto, "openvino", precision="bf16").info["precision"] == "bf16"
+    else:
+        with pytest.raises(CompressbenchError, match="asked for bf16 but executes fp32"):
+            open_session(proto, "openvino", precision="bf16")
+
+
+def test_a_missing_runtime_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    assert runtimes.get("openvino").missing() == (
+        "runtime openvino is not installed: pip install 'compressbench[openvino]' (OpenVINO and NNCF, about 380 MB)"
+    )
+    assert "openvino" not in installed_runtimes()
+
+
+def test_a_recipe_is_checked_against_the_runtime_before_training():
+    with pytest.raises(CompressbenchError, match="what quant.nncf produces runs on openvino, not onnxruntime"):
+        make_job("digits", "mlp", "quant.nncf")
+    assert make_job("digits", "mlp", "quant.nncf", measure=FAST_MEASURE.model_copy(update={"runtime": "auto"}))
