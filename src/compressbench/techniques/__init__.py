@@ -1,6 +1,12 @@
 """Technique plug-ins. Importing this package registers every built-in technique."""
 
-from compressbench.techniques import quant_dynamic  # noqa: E402,F401  (registers)
+from compressbench.techniques import (  # noqa: E402,F401  (registers)
+    huffman,
+    quant_dynamic,
+    quant_qat,
+    quant_static,
+    weight_sharing,
+)
 from compressbench.techniques.base import (
     Candidate,
     Context,

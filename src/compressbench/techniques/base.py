@@ -75,6 +75,8 @@ class Technique:
     consumes: ClassVar[Form] = Form.MODULE
     produces: ClassVar[Form] = Form.MODULE
     summary: ClassVar[str] = ""
+    # Techniques that must come earlier in a recipe (Huffman coding codes weight sharing's indices).
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: TechniqueConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()
