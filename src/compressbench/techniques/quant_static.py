@@ -52,6 +52,7 @@ class StaticQuantConfig(TechniqueConfig):
     reduce_range: bool = Field(False, description="7-bit weights (for CPUs without VNNI, against saturation)")
     calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
     percentile: float = Field(99.999, gt=90, le=100, description="for calibration: percentile")
+    entropy_bins: int = Field(512, ge=256, le=8192, description="for calibration: entropy, histogram bins searched")
     calibration_samples: int = Field(512, ge=1, description="calibration inputs used (from the calibration split)")
     preprocess: bool = Field(True, description="shape inference and graph optimisation before quantizing")
     max_accuracy_drop_pt: float = Field(1.0, ge=0, description="auto: validation accuracy budget vs fp32")
@@ -99,6 +100,7 @@ def quantize_static_graph(
     reduce_range: bool,
     calibration_method: str,
     percentile: float = 99.999,
+    entropy_bins: int = 512,
     extra: dict[str, Any] | None = None,
 ) -> onnx.ModelProto:
     """One QDQ quantization of `graph` (already pre-processed) with `calibration` inputs."""
@@ -107,18 +109,47 @@ def quantize_static_graph(
     options: dict[str, Any] = dict(extra or {})
     if calibration_method == "percentile":
         options["CalibPercentile"] = percentile
+        # ORT's percentile calibrator makes ranges symmetric unless told: uint8 activations would lose half their
+        # levels on ReLU outputs.
+        options["CalibTensorRangeSymmetric"] = activation_type == "int8"
+    method = getattr(CalibrationMethod, CALIBRATION_METHODS[calibration_method])
 
     def run(target: Path) -> None:
+        cache = None
+        if calibration_method == "entropy":
+            cache = target.with_name("entropy-ranges.json")
+            entropy_ranges(graph, calibration, op_types, cache, entropy_bins, symmetric=activation_type == "int8")
         quantize_static(
-            fresh(graph), target, ArrayReader(calibration, INPUT_NAME), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=op_types, per_channel=per_channel, reduce_range=reduce_range,
-            activation_type=quant_type(activation_type), weight_type=quant_type(weight_type),
-            nodes_to_exclude=exclude or None,
-            calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[calibration_method]),
-            extra_options=options,
+            fresh(graph), target, None if cache else ArrayReader(calibration, INPUT_NAME),
+            quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types, per_channel=per_channel,
+            reduce_range=reduce_range, activation_type=quant_type(activation_type),
+            weight_type=quant_type(weight_type), nodes_to_exclude=exclude or None, calibrate_method=method,
+            extra_options=options, calibration_cache_path=cache,
         )  # fmt: skip
 
     return quantize_with(step, run)
+
+
+def entropy_ranges(
+    graph: onnx.ModelProto, calibration, op_types: list[str] | None, cache: Path, bins: int, *, symmetric: bool
+) -> None:
+    """KL-divergence (entropy) ranges: `bins` histogram bins searched down to 128 quantized bins (TensorRT uses
+    2048; 512 keeps the search about 5x faster), written as ONNX Runtime's calibration cache. Through
+    `quantize_static`, ORT's entropy calibrator uses 128 bins for both, which leaves one candidate threshold: the
+    full min/max range, i.e. the same ranges as minmax."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    folder = cache.parent
+    model_path = folder / "calibrate.onnx"
+    onnx.save(graph, model_path)
+    calibrator = create_calibrator(
+        model_path, op_types or sorted(set(QDQRegistry) | set(QLinearOpsRegistry)),
+        augmented_model_path=str(folder / "augmented.onnx"), calibrate_method=CalibrationMethod.Entropy,
+        extra_options={"num_bins": bins, "num_quantized_bins": 128, "symmetric": symmetric},
+    )  # fmt: skip
+    calibrator.collect_data(ArrayReader(calibration, INPUT_NAME))
+    save_tensors_data(calibrator.compute_data(), cache)
 
 
 @register_technique
@@ -160,6 +191,7 @@ class StaticQuantization(Technique):
                     per_channel=config.per_channel, activation_type=config.activation_type,
                     weight_type=config.weight_type, reduce_range=config.reduce_range,
                     calibration_method=config.calibration, percentile=config.percentile,
+                    entropy_bins=config.entropy_bins,
                 )  # fmt: skip
         variants = {name: g for name, g in dedupe(variants).items() if quantized_layers(g) > 0}
         record: dict[str, Any] = {
