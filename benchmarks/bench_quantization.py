@@ -179,7 +179,8 @@ def section_calibration() -> list[dict]:
             print(
                 f"resnet  calibration {method:10} n={size:3}  acc {fp32:.4f} -> {accuracy:.4f} "
                 f"({row['accuracy_drop_pt']:+.2f} pt drop)  "
-                f"median activation scale {row['median_activation_scale']:.5f}  input scale {row['input_scale']:.5f}  quantized in {seconds:.1f} s",
+                f"median activation scale {row['median_activation_scale']:.5f}  "
+                f"input scale {row['input_scale']:.5f}  quantized in {seconds:.1f} s",
                 flush=True,
             )
     return rows
@@ -208,7 +209,8 @@ def section_sharing() -> list[dict]:
     row["size_ratio_without_huffman"] = fp32 / sum(fixed.values())
     print(
         f"mlp     fp32 params {fp32} B -> shared 5-bit {sum(fixed.values())} B "
-        f"({row['size_ratio_without_huffman']:.2f}x) -> + huffman {row['stored_bytes']} B ({row['size_ratio_vs_fp32_params']:.2f}x)",
+        f"({row['size_ratio_without_huffman']:.2f}x) -> + huffman {row['stored_bytes']} B "
+        f"({row['size_ratio_vs_fp32_params']:.2f}x)",
         flush=True,
     )
     print(f"        parts without huffman: {fixed}", flush=True)
