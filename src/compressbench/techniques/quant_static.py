@@ -79,6 +79,8 @@ def check_op_types(step: str, op_types: list[str]) -> None:
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     known = sorted(set(QDQRegistry) | set(QLinearOpsRegistry))
+    if not op_types:
+        raise CompressbenchError(f"{step}: field 'op_types': name at least one op type, or 'auto'")
     unknown = [op for op in op_types if op not in known]
     if unknown:
         raise CompressbenchError(
