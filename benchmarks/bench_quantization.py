@@ -5,7 +5,7 @@ Sections (all by default; `--only a,b` runs some and merges them into the saved 
 - mlp:         mlp int8 (quant.dynamic, quant.static auto)
 - resnet:      resnet quant.static (auto, the default)
 - lenet5:      lenet5 with auto (quant.static, quant.dynamic) — must never be slower than fp32
-- calibration: calibration method x calibration size for resnet (test accuracy, activation scales)
+- calibration: calibration method x calibration size (test accuracy, activation scales), for resnet by the issue
 - qat:         PTQ (quant.static, every layer) vs QAT accuracy for mlp, lenet5, resnet
 - sharing:     mlp weight sharing 5-bit + Huffman: size vs fp32 parameter bytes, by part
 
@@ -161,8 +161,12 @@ def section_lenet5() -> list[dict]:
 
 
 def section_calibration() -> list[dict]:
-    """Test accuracy of resnet static int8 (every layer, per-channel U8S8) by calibration method and size."""
-    job = make_job(DATASET, "resnet", "none", training=training("resnet"), measure=MEASURE)
+    return [row for model in MODELS for row in calibration_ablation(model)]
+
+
+def calibration_ablation(model: str) -> list[dict]:
+    """Test accuracy of static int8 (every layer, per-channel U8S8) by calibration method and size."""
+    job = make_job(DATASET, model, "none", training=training(model), measure=MEASURE)
     data = load_dataset(job.dataset, job.seed)
     baseline, _ = trained_baseline(job, data, Cache(default_cache_dir()))
     graph = preprocess("bench", export_onnx(baseline, data.spec.input_shape))
@@ -178,12 +182,12 @@ def section_calibration() -> list[dict]:
             seconds = time.perf_counter() - started
             accuracy = measure_accuracy(open_session(quantized, "onnxruntime"), data.test).accuracy
             scales = activation_scales(quantized)
-            row = {"method": method, "calibration_samples": size, "fp32_accuracy": fp32, "accuracy": accuracy,
-                   "accuracy_drop_pt": (fp32 - accuracy) * 100, "quantize_seconds": seconds,
+            row = {"model": model, "method": method, "calibration_samples": size, "fp32_accuracy": fp32,
+                   "accuracy": accuracy, "accuracy_drop_pt": (fp32 - accuracy) * 100, "quantize_seconds": seconds,
                    "median_activation_scale": float(np.median(scales)), "input_scale": scales[0]}  # fmt: skip
             rows.append(row)
             print(
-                f"resnet  calibration {method:10} n={size:3}  acc {fp32:.4f} -> {accuracy:.4f} "
+                f"{model:7} calibration {method:10} n={size:3}  acc {fp32:.4f} -> {accuracy:.4f} "
                 f"({row['accuracy_drop_pt']:+.2f} pt drop)  "
                 f"median activation scale {row['median_activation_scale']:.5f}  "
                 f"input scale {row['input_scale']:.5f}  quantized in {seconds:.1f} s",
@@ -231,7 +235,7 @@ SECTIONS = {"types": section_types, "mlp": section_mlp, "resnet": section_resnet
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {list(SECTIONS)}")
-    parser.add_argument("--models", default=",".join(MODELS), help="models of the types and qat sections")
+    parser.add_argument("--models", default=",".join(MODELS), help="models of the types, calibration and qat sections")
     args = parser.parse_args()
     MODELS[:] = args.models.split(",")
     saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
