@@ -168,12 +168,12 @@ def test_qat_fine_tunes_with_fake_quantization_and_exports_int8(cache):
     train(model, data, QUICK_TRAINING, seed=0)
     context = make_context(data, model, cache, name="resnet")
     before = copy.deepcopy(model.state_dict())
-    candidate = apply({"technique": "quant.qat", "epochs": 1}, model, context)
+    candidate = apply({"technique": "quant.qat", "epochs": 1, "exclude": ["stem.0"]}, model, context)
     record = candidate.records[-1]
-    assert record["epochs"] == 1 and record["batch_norm_folded"] and record["wrapped_layers"] == 10
+    assert record["epochs"] == 1 and record["batch_norms_folded"] == 9 and record["wrapped_layers"] == 10
     ops = [node.op_type for node in candidate.graph.graph.node]
     assert "BatchNormalization" not in ops and ops.count("QuantizeLinear") > 0
-    assert record["quantized_layers"] == 10 and record["val_accuracy_int8"] > 0.5
+    assert record["quantized_layers"] == 9 and record["val_accuracy_int8"] > 0.5, "stem.0 stays float"
     assert all((model.state_dict()[k] == v).all() for k, v in before.items()), "the baseline is not touched"
 
 

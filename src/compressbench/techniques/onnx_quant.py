@@ -172,11 +172,6 @@ class Selection:
     table: list[dict[str, Any]]
     why: str
 
-    @property
-    def slower_than_fp32(self) -> bool:
-        row = next(r for r in self.table if r["variant"] == self.chosen)
-        return min(row["speedup"].values()) < 1.0
-
 
 def select_fastest(
     fp32: onnx.ModelProto,

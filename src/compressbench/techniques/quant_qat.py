@@ -1,8 +1,9 @@
 """`quant.qat`: quantization-aware training, then the same ONNX Runtime QDQ int8 export as `quant.static`.
 
 Route (torch 2.13, no deprecated `torch.ao.quantization` entry points):
-1. batch norms are folded into their convolutions (`torch.fx.experimental.optimization.fuse`), because the
-   exported graph folds them too: the weights that get quantized are the folded ones;
+1. batch norms are folded into the convolutions they follow (pairs found with torch.fx, folded with
+   `torch.nn.utils.fusion.fuse_conv_bn_eval`), because the exported graph folds them too: the weights that get
+   quantized are the folded ones;
 2. every conv / linear layer is wrapped so its weight is fake-quantized per output channel (symmetric int8) and
    its input per tensor (uint8, range from an exponential moving average of min/max observed in training), both
    with the straight-through estimator of `torch.fake_quantize_per_*_affine`;
@@ -123,17 +124,38 @@ def unwrap(module: nn.Module) -> None:
             unwrap(child)
 
 
-def fold_batch_norms(module: nn.Module) -> nn.Module:
-    from torch.fx.experimental.optimization import fuse
+def fold_batch_norms(module: nn.Module) -> int:
+    """Fold every batch norm that directly follows a convolution into it, in place (the norm becomes Identity), so
+    module paths and exported node names stay the same. Pairs are found by tracing with torch.fx."""
+    from torch.fx import symbolic_trace
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     module.eval()
     try:
-        return fuse(module)
-    except Exception as error:  # fx cannot trace some user models: QAT then runs without folding
+        graph = symbolic_trace(module).graph
+    except Exception as error:  # fx cannot trace some user models
         raise CompressbenchError(
-            f"quant.qat: field 'fold_batch_norm': torch.fx could not trace {type(module).__name__} to fold its "
-            f"batch norms ({error}); set fold_batch_norm: false"
+            f"quant.qat: field 'fold_batch_norm': torch.fx could not trace {type(module).__name__} to find its "
+            f"batch norms ({type(error).__name__}: {error}); set fold_batch_norm: false"
         ) from error
+    layers = dict(module.named_modules())
+    pairs = []
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(layers.get(node.target), nn.modules.batchnorm._BatchNorm):
+            continue
+        source = node.args[0]
+        conv = layers.get(source.target) if getattr(source, "op", None) == "call_module" else None
+        if isinstance(conv, nn.Conv1d | nn.Conv2d | nn.Conv3d) and len(source.users) == 1:
+            pairs.append((source.target, node.target))
+    for conv_name, norm_name in pairs:
+        replace_module(module, conv_name, fuse_conv_bn_eval(layers[conv_name], layers[norm_name]))
+        replace_module(module, norm_name, nn.Identity())
+    return len(pairs)
+
+
+def replace_module(root: nn.Module, path: str, new: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, name, new)
 
 
 @register_technique
@@ -148,8 +170,9 @@ class QuantizationAwareTraining(Technique):
         config: QATConfig = self.config  # type: ignore[assignment]
         calibration = calibration_inputs(self.name, context.data, config.calibration_samples)
         shape = context.data.spec.input_shape
-        exclude = resolve_exclude(self.name, export_onnx(candidate.module, shape), config.exclude)
-        module = fold_batch_norms(candidate.module) if config.fold_batch_norm else candidate.module
+        resolve_exclude(self.name, export_onnx(candidate.module, shape), config.exclude)  # fail before training
+        module = candidate.module
+        folded = fold_batch_norms(module) if config.fold_batch_norm else 0
         wrapped = wrap(module, per_channel=config.per_channel, activation_type=config.activation_type,
                        momentum=config.observer_momentum)  # fmt: skip
         if not wrapped:
@@ -166,6 +189,7 @@ class QuantizationAwareTraining(Technique):
         float_model.eval()
         exported = export_onnx(float_model, shape)
         graph = preprocess(self.name, exported)
+        exclude = resolve_exclude(self.name, graph, config.exclude)
         candidate.graph = quantize_static_graph(
             self.name, graph, calibration, op_types=None, exclude=exclude, per_channel=config.per_channel,
             activation_type=config.activation_type, weight_type="int8", reduce_range=False,
@@ -176,7 +200,7 @@ class QuantizationAwareTraining(Technique):
         candidate.flags += check["flags"]
         candidate.records.append(
             {"step": self.name, "epochs": report.epochs_run, "samples": len(data.train), "wrapped_layers": wrapped,
-             "batch_norm_folded": config.fold_batch_norm, "val_accuracy_fake_quant": fake_quant_accuracy,
+             "batch_norms_folded": folded, "val_accuracy_fake_quant": fake_quant_accuracy,
              "val_accuracy_int8": check["val_accuracy"], "int8_ops": int8_op_counts(candidate.graph),
              "quantized_layers": quantized_layers(candidate.graph)}
         )  # fmt: skip
