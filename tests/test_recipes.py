@@ -12,8 +12,12 @@ def test_a_technique_name_is_a_one_step_recipe_with_every_default_filled_in():
             {
                 "technique": "quant.dynamic",
                 "op_types": ["MatMul", "Gemm"],
+                "exclude": [],
                 "per_channel": False,
                 "weight_type": "int8",
+                "max_accuracy_drop_pt": 1.0,
+                "min_speedup": 1.05,
+                "selection_samples": 2000,
             }
         ],
     }

@@ -44,7 +44,10 @@ def test_every_technique_applies_exports_and_measures(name, trained, cpu_with_ev
     data, baseline, context = trained
     original = copy.deepcopy(baseline.state_dict())
     technique = techniques.get(name)()
-    candidate = technique.apply(Candidate(module=copy.deepcopy(baseline)), context)
+    candidate = Candidate(module=copy.deepcopy(baseline))
+    for required in technique.requires:  # steps a recipe must put before this one (checked by load_recipe)
+        candidate = techniques.get(required)().apply(candidate, context)
+    candidate = technique.apply(candidate, context)
     assert candidate.form is technique.produces
     assert candidate.records and candidate.records[-1]["step"] == name
     runtime = next(rt for rt in ("onnxruntime", "torch", "openvino") if rt in technique.serving_runtimes)

@@ -102,8 +102,10 @@ def validate_config(technique: type[Technique], options: dict[str, Any], where: 
     try:
         return technique.Config(**options)
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "config"
+        # For a union field ('auto' or a list) pydantic reports one error per member, tagged with the member's type
+        # in the location: keep the most specific one and drop the tags, so the field reads 'op_types.0'.
+        first = max(error.errors(), key=lambda e: len(e["loc"]))
+        field = ".".join(str(part) for part in first["loc"] if "[" not in str(part)) or "config"
         hint = ""
         if first["type"] == "extra_forbidden":
             close = difflib.get_close_matches(str(first["loc"][0]), list(technique.Config.model_fields), n=1)
@@ -117,6 +119,12 @@ def check_recipe(recipe: Recipe, source: str) -> None:
     """A step that needs a torch module cannot follow one that left only an ONNX graph; name both steps."""
     form, producer = Form.MODULE, None
     for number, step in enumerate(recipe.steps, start=1):
+        earlier = {s.technique.name for s in recipe.steps[: number - 1]}
+        for required in step.technique.requires:
+            if required not in earlier:
+                raise CompressbenchError(
+                    f"{source}: step {number} ({step.technique.name}) needs a {required} step before it"
+                )
         if step.technique.consumes is Form.MODULE and form is Form.GRAPH:
             raise CompressbenchError(
                 f"{source}: step {number} ({step.technique.name}) needs {Form.MODULE.value}, but step "

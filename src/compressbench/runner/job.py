@@ -17,7 +17,7 @@ from compressbench.measure.environment import environment
 from compressbench.models import ModelConfig, build_model
 from compressbench.progress import log
 from compressbench.recipes import Recipe, load_recipe
-from compressbench.techniques import Candidate, Context
+from compressbench.techniques import Candidate, Context, Form
 from compressbench.training import TrainConfig, default_train_config, train
 
 SLOWER_THAN = 0.95
@@ -77,6 +77,8 @@ def check_servable(recipe: Recipe, runtime: str) -> None:
     servable = {"onnxruntime", "openvino", "torch"}
     for step in recipe.steps:
         servable &= set(step.technique.serving_runtimes)
+        if step.technique.produces is Form.GRAPH:
+            servable.discard("torch")  # an exported int8 graph has no torch module to run
     if runtime != "auto" and runtime not in servable:
         last = recipe.steps[-1].technique.name
         options = " or ".join(sorted(servable)) or "no single runtime"

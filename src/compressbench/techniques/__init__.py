@@ -1,6 +1,14 @@
 """Technique plug-ins. Importing this package registers every built-in technique."""
 
-from compressbench.techniques import precision, quant_dynamic, quant_nncf  # noqa: E402,F401  (registers)
+from compressbench.techniques import (  # noqa: E402,F401  (registers)
+    huffman,
+    precision,
+    quant_dynamic,
+    quant_nncf,
+    quant_qat,
+    quant_static,
+    weight_sharing,
+)
 from compressbench.techniques.base import (
     Candidate,
     Context,

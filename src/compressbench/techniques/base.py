@@ -80,6 +80,8 @@ class Technique:
     summary: ClassVar[str] = ""
     # The runtimes that can serve what this step produces (checked against the measurement runtime up front).
     serving_runtimes: ClassVar[tuple[str, ...]] = ("onnxruntime", "openvino", "torch")
+    # Techniques that must come earlier in a recipe (Huffman coding codes weight sharing's indices).
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: TechniqueConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()

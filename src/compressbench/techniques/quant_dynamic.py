@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import onnx
 from pydantic import Field
 
 from compressbench.errors import CompressbenchError
-from compressbench.progress import quiet_root_logger
 from compressbench.runtime import export_onnx
 from compressbench.techniques.base import (
     Candidate,
@@ -20,15 +18,52 @@ from compressbench.techniques.base import (
     TechniqueConfig,
     register_technique,
 )
+from compressbench.techniques.onnx_quant import (
+    FP32,
+    check_outputs,
+    dedupe,
+    first_and_last,
+    fresh,
+    int8_op_counts,
+    quantize_with,
+    quantized_layers,
+    resolve_exclude,
+    select_fastest,
+)
+
+DynamicOp = Literal["MatMul", "Gemm", "Conv", "Attention", "LSTM", "GRU"]
 
 
 class DynamicQuantConfig(TechniqueConfig):
-    # MatMul/Gemm only by default: dynamic ConvInteger ran 3-5x slower than fp32 convolutions on this CPU.
-    op_types: list[Literal["MatMul", "Gemm", "Conv", "Attention", "LSTM", "GRU"]] = Field(
-        default_factory=lambda: ["MatMul", "Gemm"], min_length=1
+    # MatMul/Gemm by default: dynamic ConvInteger ran 3-5x slower than fp32 convolutions on both CPUs measured.
+    op_types: Literal["auto"] | list[DynamicOp] = Field(
+        default_factory=lambda: ["MatMul", "Gemm"],
+        description="op types to quantize, or 'auto': try MatMul+Gemm and MatMul+Gemm+Conv, keep the fastest",
+    )
+    exclude: Literal["auto"] | list[str] = Field(
+        default_factory=list,
+        description="layers kept in float (node names or torch module paths); 'auto' also tries first+last in float",
     )
     per_channel: bool = False
     weight_type: Literal["int8", "uint8"] = "int8"
+    max_accuracy_drop_pt: float = Field(1.0, ge=0, description="auto: validation accuracy budget vs fp32")
+    min_speedup: float = Field(1.05, gt=0, description="auto: an int8 variant must beat fp32 by this at every batch")
+    selection_samples: int = Field(2000, ge=1, description="auto: validation samples for the accuracy check")
+
+
+def quantize_dynamic_graph(
+    step: str, graph: onnx.ModelProto, op_types: list[str], exclude: list[str], per_channel: bool, weight_type: str
+) -> onnx.ModelProto:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    def run(target: Path) -> None:
+        quantize_dynamic(
+            fresh(graph), target, op_types_to_quantize=op_types, per_channel=per_channel,
+            nodes_to_exclude=exclude or None,
+            weight_type=QuantType.QInt8 if weight_type == "int8" else QuantType.QUInt8,
+        )  # fmt: skip
+
+    return quantize_with(step, run)
 
 
 @register_technique
@@ -41,34 +76,53 @@ class DynamicQuantization(Technique):
     summary = "int8 weights, activations quantized at run time (ONNX Runtime dynamic quantization)"
 
     def apply(self, candidate: Candidate, context: Context) -> Candidate:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
         config: DynamicQuantConfig = self.config  # type: ignore[assignment]
         graph = export_onnx(candidate.module, context.data.spec.input_shape)
-        with tempfile.TemporaryDirectory() as folder:
-            target = Path(folder) / "int8.onnx"
-            try:
-                with quiet_root_logger():
-                    quantize_dynamic(
-                        graph,
-                        target,
-                        op_types_to_quantize=list(config.op_types),
-                        per_channel=config.per_channel,
-                        weight_type=QuantType.QInt8 if config.weight_type == "int8" else QuantType.QUInt8,
-                    )
-            except Exception as error:
-                raise CompressbenchError(f"{self.name}: ONNX Runtime's quantizer failed: {error}") from error
-            quantized = onnx.load(target)
-        int8_nodes = [n.op_type for n in quantized.graph.node if n.op_type in ("MatMulInteger", "ConvInteger")]
-        if not int8_nodes:
-            raise CompressbenchError(f"{self.name}: op_types {config.op_types} matched no node of this model")
-        candidate.graph = quantized
-        candidate.records.append(
-            {
-                "step": self.name,
-                "quantized_nodes": len(int8_nodes),
-                "op_types": list(config.op_types),
-                "per_channel": config.per_channel,
-            }
+        user_exclude = resolve_exclude(self.name, graph, config.exclude) if config.exclude != "auto" else []
+        op_choices = (
+            {"MatMul/Gemm": ["MatMul", "Gemm"], "MatMul/Gemm/Conv": ["MatMul", "Gemm", "Conv"]}
+            if config.op_types == "auto"
+            else {"+".join(config.op_types): list(config.op_types)}
         )
+        exclude_choices = (
+            {"": [], ", first and last layers in float": first_and_last(graph)}
+            if config.exclude == "auto"
+            else {"": user_exclude}
+        )
+        variants = {
+            op_name + exclude_name: quantize_dynamic_graph(
+                self.name, graph, op_types, exclude, config.per_channel, config.weight_type
+            )
+            for op_name, op_types in op_choices.items()
+            for exclude_name, exclude in exclude_choices.items()
+        }
+        variants = {name: g for name, g in dedupe(variants).items() if quantized_layers(g) > 0}
+        auto = config.op_types == "auto" or config.exclude == "auto"
+        if not variants and not auto:
+            raise CompressbenchError(f"{self.name}: op_types {config.op_types} matched no node of this model")
+        record: dict[str, Any] = {
+            "step": self.name,
+            "op_types": config.op_types if config.op_types == "auto" else list(config.op_types),
+            "per_channel": config.per_channel,
+            "weight_type": config.weight_type,
+        }
+        if auto:
+            selection = select_fastest(
+                graph, variants, context.data, context.latency, max_drop_pt=config.max_accuracy_drop_pt,
+                min_speedup=config.min_speedup, samples=config.selection_samples,
+            )  # fmt: skip
+            chosen, candidate.graph = selection.chosen, selection.graph
+            record.update({"chosen": chosen, "why": selection.why, "variants": selection.table})
+            if chosen == FP32:
+                candidate.flags.append(f"{self.name} auto: no int8 variant beat fp32 here; the model stays fp32")
+        else:
+            chosen, candidate.graph = next(iter(variants.items()))
+            record["chosen"] = chosen
+        record["int8_ops"] = int8_op_counts(candidate.graph)
+        record["quantized_nodes"] = quantized_layers(candidate.graph)
+        if chosen != FP32:
+            check = check_outputs(self.name, candidate.graph, context.data)
+            record["val_accuracy"] = check["val_accuracy"]
+            candidate.flags += check["flags"]
+        candidate.records.append(record)
         return candidate

@@ -1,0 +1,248 @@
+"""What the ONNX Runtime quantization techniques share: calibration data, layer names, checks and `auto` selection.
+
+`auto` builds candidate int8 graphs that differ in what they quantize, measures each on the runtime (latency
+interleaved with fp32, accuracy on the validation split), and keeps the fastest one within the accuracy budget.
+fp32 itself is always a candidate, so `auto` never returns a model slower than fp32 as far as it can measure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from compressbench.data import DataBundle, Split
+from compressbench.errors import CompressbenchError
+from compressbench.measure.accuracy import measure_accuracy
+from compressbench.measure.latency import LatencySettings, measure_latency_interleaved
+from compressbench.progress import quiet_root_logger
+from compressbench.runtime import open_session
+
+WEIGHTED_OPS = ("Conv", "MatMul", "Gemm")
+INT8_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv",
+     "QLinearMatMul", "QGemm", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"}
+)  # fmt: skip
+FP32 = "fp32 (nothing quantized)"
+
+
+def calibration_inputs(step: str, data: DataBundle, samples: int) -> np.ndarray:
+    """The first `samples` calibration inputs, checked: present, finite, and shaped like the model's input."""
+    x = data.calibration.x
+    if len(x) == 0:
+        raise CompressbenchError(f"{step}: field 'calibration_samples': the dataset's calibration split is empty")
+    if tuple(x.shape[1:]) != tuple(data.spec.input_shape):
+        raise CompressbenchError(
+            f"{step}: field 'calibration_samples': calibration inputs have shape {tuple(x.shape[1:])}, "
+            f"the model takes {tuple(data.spec.input_shape)}"
+        )
+    x = np.ascontiguousarray(x[:samples], dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise CompressbenchError(f"{step}: field 'calibration_samples': calibration inputs contain NaN or inf")
+    return x
+
+
+class ArrayReader:
+    """An ONNX Runtime `CalibrationDataReader` over a numpy array, in batches."""
+
+    def __init__(self, x: np.ndarray, input_name: str, batch: int = 64) -> None:
+        self._feeds = [{input_name: x[i : i + batch]} for i in range(0, len(x), batch)]
+        self._next = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._next >= len(self._feeds):
+            return None
+        self._next += 1
+        return self._feeds[self._next - 1]
+
+    def rewind(self) -> None:
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+
+def module_path(node_name: str) -> str:
+    """The torch module path behind a TorchScript-exported node name: '/blocks/blocks.2/shortcut/shortcut.0/Conv'
+    -> 'blocks.2.shortcut.0'."""
+    path: list[str] = []
+    for part in node_name.strip("/").split("/")[:-1]:
+        if path and part.startswith(path[-1] + "."):
+            path[-1] = part
+        else:
+            path.append(part)
+    return ".".join(path)
+
+
+def weighted_nodes(graph: onnx.ModelProto) -> list[str]:
+    """Names of the Conv/MatMul/Gemm nodes, in graph order: the layers a user may keep in float."""
+    return [node.name for node in graph.graph.node if node.op_type in WEIGHTED_OPS]
+
+
+def resolve_exclude(step: str, graph: onnx.ModelProto, names: list[str]) -> list[str]:
+    """Node names for `exclude` entries given as node names or torch module paths; unknown ones are an error."""
+    layers = weighted_nodes(graph)
+    all_nodes = {node.name for node in graph.graph.node}
+    resolved: list[str] = []
+    for name in names:
+        matches = [name] if name in all_nodes else [n for n in layers if module_path(n) == name]
+        if not matches:
+            choices = ", ".join(f"{n} ({module_path(n)})" for n in layers)
+            raise CompressbenchError(f"{step}: field 'exclude': no layer {name!r} in this model (layers: {choices})")
+        resolved += matches
+    return resolved
+
+
+def first_and_last(graph: onnx.ModelProto) -> list[str]:
+    layers = weighted_nodes(graph)
+    return list(dict.fromkeys([layers[0], layers[-1]])) if layers else []
+
+
+def quantize_with(step: str, build: Callable[[Path], None]) -> onnx.ModelProto:
+    """Run an ONNX Runtime quantizer call that writes to a file; errors become one CompressbenchError line.
+
+    The quantizer logs advice through the root logger and its histogram calibrators print to stdout: both are muted
+    (stdout must stay clean for `run --json`)."""
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / "int8.onnx"
+        try:
+            with quiet_root_logger(), contextlib.redirect_stdout(io.StringIO()):
+                build(target)
+        except CompressbenchError:
+            raise
+        except Exception as error:
+            raise CompressbenchError(
+                f"{step}: ONNX Runtime's quantizer failed: {type(error).__name__}: {error}"
+            ) from error
+        return onnx.load(target)
+
+
+def fresh(graph: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy for the quantizer: given a ModelProto, ONNX Runtime's quantizer moves its weights to external data
+    in place, which breaks the next use of the same proto."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(graph)
+    return copy
+
+
+def int8_op_counts(graph: onnx.ModelProto) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in graph.graph.node:
+        if node.op_type in INT8_OPS:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def quantized_layers(graph: onnx.ModelProto) -> int:
+    """Weighted layers that run in int8: integer kernels, or (QDQ) Conv/MatMul/Gemm fed by a DequantizeLinear weight."""
+    integer = sum(1 for n in graph.graph.node if n.op_type in ("MatMulInteger", "ConvInteger", "QLinearConv"))
+    dequantized = {out for n in graph.graph.node if n.op_type == "DequantizeLinear" for out in n.output}
+    qdq = sum(
+        1
+        for n in graph.graph.node
+        if n.op_type in WEIGHTED_OPS and len(n.input) > 1 and n.input[1] in dequantized and n.input[0] in dequantized
+    )
+    return integer + qdq
+
+
+def subset(split: Split, samples: int) -> Split:
+    return Split(split.x[:samples], split.y[:samples])
+
+
+def selection_latency(settings: LatencySettings) -> LatencySettings:
+    """A shorter version of the job's latency settings for choosing between variants (the final figure is re-measured
+    by the job at full length)."""
+    return settings.model_copy(
+        update={"warmup_s": min(settings.warmup_s, 0.3), "blocks": min(settings.blocks, 6),
+                "block_s": min(settings.block_s, 0.1)}
+    )  # fmt: skip
+
+
+@dataclass
+class Selection:
+    chosen: str
+    graph: onnx.ModelProto
+    table: list[dict[str, Any]]
+    why: str
+
+
+def select_fastest(
+    fp32: onnx.ModelProto,
+    variants: dict[str, onnx.ModelProto],
+    data: DataBundle,
+    latency: LatencySettings,
+    *,
+    max_drop_pt: float,
+    min_speedup: float,
+    samples: int,
+) -> Selection:
+    """Measure fp32 and every variant side by side; keep the fastest variant (by its worst speed-up over the batch
+    sizes) whose validation accuracy is within `max_drop_pt` of fp32 and whose worst speed-up is at least
+    `min_speedup`; otherwise keep fp32."""
+    graphs = {FP32: fp32, **variants}
+    sessions = {name: open_session(g, "onnxruntime", latency.threads) for name, g in graphs.items()}
+    val = subset(data.val, samples)
+    stats = measure_latency_interleaved(list(sessions.values()), val.x[:256], selection_latency(latency))
+    fp32_stats = stats[0]
+    table = []
+    for (name, session), latencies in zip(sessions.items(), stats, strict=True):
+        accuracy = measure_accuracy(session, val)
+        table.append(
+            {"variant": name, "val_accuracy": accuracy.accuracy, "finite": accuracy.finite,
+             "speedup": {str(b): fp32_stats[b].p50_ms / s.p50_ms for b, s in latencies.items()}}
+        )  # fmt: skip
+    base_accuracy = table[0]["val_accuracy"]
+    eligible = [
+        row
+        for row in table[1:]
+        if row["finite"]
+        and (base_accuracy - row["val_accuracy"]) * 100 <= max_drop_pt
+        and min(row["speedup"].values()) >= min_speedup
+    ]
+    if not eligible:
+        reasons = "; ".join(
+            f"{r['variant']}: worst speed-up {min(r['speedup'].values()):.2f}x, "
+            f"val accuracy {(r['val_accuracy'] - base_accuracy) * 100:+.2f} pt"
+            for r in table[1:]
+        )
+        why = (
+            f"no int8 variant was at least {min_speedup:.2f}x faster than fp32 at every batch size within "
+            f"{max_drop_pt} pt of its validation accuracy ({reasons}); kept fp32"
+        )
+        return Selection(FP32, fp32, table, why)
+    best = max(eligible, key=lambda r: min(r["speedup"].values()))
+    why = (
+        f"fastest within {max_drop_pt} pt of fp32 validation accuracy: worst speed-up "
+        f"{min(best['speedup'].values()):.2f}x, val accuracy {(best['val_accuracy'] - base_accuracy) * 100:+.2f} pt"
+    )
+    return Selection(best["variant"], graphs[best["variant"]], table, why)
+
+
+def check_outputs(step: str, graph: onnx.ModelProto, data: DataBundle, samples: int = 512) -> dict[str, Any]:
+    """Validation accuracy of the quantized graph on a few samples; NaN outputs or collapse become flags."""
+    accuracy = measure_accuracy(open_session(graph, "onnxruntime", 1), subset(data.val, samples))
+    flags = []
+    if not accuracy.finite:
+        flags.append(f"{step}: the quantized model outputs NaN or inf")
+    if accuracy.accuracy < 2.0 / data.spec.num_classes:
+        flags.append(f"{step}: accuracy collapsed after quantization ({accuracy.accuracy:.3f} on validation)")
+    return {"val_accuracy": accuracy.accuracy, "flags": flags}
+
+
+def dedupe(variants: dict[str, onnx.ModelProto]) -> dict[str, onnx.ModelProto]:
+    """Drop variants whose graph is identical to an earlier one (e.g. 'all ops' on a model with only Gemm)."""
+    seen: dict[bytes, str] = {}
+    kept = {}
+    for name, graph in variants.items():
+        key = graph.graph.SerializeToString()
+        if key not in seen:
+            seen[key] = name
+            kept[name] = graph
+    return kept
