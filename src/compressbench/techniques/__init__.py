@@ -1,6 +1,11 @@
 """Technique plug-ins. Importing this package registers every built-in technique."""
 
-from compressbench.techniques import quant_dynamic  # noqa: E402,F401  (registers)
+from compressbench.techniques import (  # noqa: E402,F401  (registers)
+    prune_channels,
+    prune_magnitude,
+    prune_nm,
+    quant_dynamic,
+)
 from compressbench.techniques.base import (
     Candidate,
     Context,
