@@ -11,7 +11,6 @@ import copy
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -226,5 +225,32 @@ def curves_table_rows(curves: SensitivityCurves) -> list[list[str]]:
     return rows
 
 
-def save_path(curves: SensitivityCurves) -> Path | None:
-    return Path(curves.path) if curves.path else None
+def sensitivity_of(
+    dataset: str,
+    model: str,
+    *,
+    technique: SensitivityTechnique = "prune.channels",
+    ratios: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8),
+    importance: str = "l2",
+    samples: int = 2000,
+    seed: int = 0,
+    epochs: int | None = None,
+    width: float = 1.0,
+    cache: Cache | None = None,
+) -> SensitivityCurves:
+    """Sensitivity curves of a dataset's trained baseline (trained, or taken from the cache, as `compress` does)."""
+    from compressbench.cache import Cache, default_cache_dir
+    from compressbench.data import load_dataset
+    from compressbench.models import ModelConfig
+    from compressbench.runner.job import make_job, trained_baseline
+    from compressbench.training import default_train_config
+
+    training = default_train_config(model)
+    if epochs is not None:
+        training = training.model_copy(update={"epochs": epochs})
+    job = make_job(dataset, ModelConfig(name=model, width=width), "none", seed=seed, training=training)
+    cache = cache or Cache(default_cache_dir())
+    data = load_dataset(job.dataset, seed)
+    baseline, _meta = trained_baseline(job, data, cache)
+    return layer_sensitivity(baseline, data, technique=technique, ratios=ratios, importance=importance,
+                             samples=samples, cache=cache)  # fmt: skip

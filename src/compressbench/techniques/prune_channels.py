@@ -139,7 +139,8 @@ def trace_groups(model: nn.Module, input_shape: tuple[int, ...], ignored: list[n
             groups.append(
                 ChannelGroup(root, tuple(dict.fromkeys(layers)), graph.get_out_channels(group[0].dep.target.module))
             )
-    return graph, groups
+    order = {name: index for index, name in enumerate(names.values())}
+    return graph, sorted(groups, key=lambda g: order[g.root])
 
 
 def protected_layers(model: nn.Module, input_shape: tuple[int, ...], ignore: list[str], step: str = STEP):
@@ -181,6 +182,7 @@ def prune_channels(
     keyed by any layer of a group. Returns the groups as they were before pruning. Callers that must not leave a
     half-pruned model pass a copy."""
     import torch_pruning as tp
+    from torch_pruning._helpers import to_plain_idxs
 
     input_shape = data.spec.input_shape
     kept = protected_layers(model, input_shape, list(ignore or []), step)
@@ -216,9 +218,17 @@ def prune_channels(
         for number in range(1, steps + 1):
             if importance == "taylor":
                 gradients_for_taylor(model, data)
-            pruner.step()
+            before = copy.deepcopy(model)
+            removed: list[tuple[str, list[int]]] = []
+            names = {module: name for name, module in model.named_modules()}
+            for group in pruner.step(interactive=True):
+                for item in group:
+                    if pruner.DG.is_out_channel_pruning_fn(item.dep.handler) and item.dep.target.module in names:
+                        removed.append((names[item.dep.target.module], [int(i) for i in to_plain_idxs(item.idxs)]))
+                group.prune()
             model.zero_grad(set_to_none=True)
             check_runs(model, input_shape, data.spec.num_classes, step)
+            check_equivalent(before, model, removed, data, step)
             if between_steps is not None:
                 between_steps(number)
     except CompressbenchError:
@@ -226,6 +236,33 @@ def prune_channels(
     except Exception as error:
         raise CompressbenchError(f"{step}: torch-pruning failed on {type(model).__name__}: {error}") from error
     return groups
+
+
+@torch.no_grad()
+def check_equivalent(
+    before: nn.Module, after: nn.Module, removed: list[tuple[str, list[int]]], data: DataBundle, step: str
+) -> None:
+    """Removing channels must compute what zeroing them computes. Zero the removed output channels (weights,
+    biases, norm scales and shifts) in the unpruned model and compare logits: a model whose channel flow
+    torch-pruning misread (a reshuffle, a custom op) gives different logits and is refused, not kept."""
+    zeroed = before
+    modules = dict(zeroed.named_modules())
+    for name, idxs in removed:
+        module = modules[name]
+        for attribute in ("weight", "bias"):
+            tensor = getattr(module, attribute, None)
+            if isinstance(tensor, torch.Tensor) and tensor.ndim >= 1 and idxs:
+                tensor[idxs] = 0
+    x = torch.from_numpy(data.val.x[:16])
+    zeroed.eval(), after.eval()
+    expected, got = zeroed(x), after(x)
+    scale = float(expected.abs().max()) + 1e-6
+    difference = float((expected - got).abs().max())
+    if difference > 1e-3 * scale:
+        raise CompressbenchError(
+            f"{step}: torch-pruning misread how channels flow through {type(after).__name__} (logits differ by "
+            f"{difference:.3g} from the same channels zeroed; a reshuffle or custom op?); nothing was kept"
+        )
 
 
 def channel_counts(model: nn.Module, groups: list[ChannelGroup]) -> dict[str, int]:
