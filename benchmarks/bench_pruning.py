@@ -39,7 +39,7 @@ DATASET = DatasetConfig(name="fashion-mnist")
 RESNET_EPOCHS = 4
 
 MLP_RECIPE = {"name": "magnitude-90-agp", "steps": [
-    {"technique": "prune.magnitude", "sparsity": 0.9, "schedule": "gradual", "scope": "global",
+    {"technique": "prune.magnitude", "sparsity": 0.9, "schedule": "gradual", "scope": "layer",
      "fine_tune_epochs": 10, "fine_tune_lr": 1e-3, "ramp": 0.5},
 ]}  # fmt: skip
 LENET_RECIPE = {"name": "channels-50", "steps": [

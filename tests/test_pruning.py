@@ -294,3 +294,24 @@ def test_onnx_of_a_magnitude_pruned_model_compresses(lenet):
 
     assert len(zstandard.compress(sparse)) < 0.5 * len(zstandard.compress(dense))
     assert isinstance(onnx.load_from_string(sparse), onnx.ModelProto)
+
+
+def test_sensitivity_command_prints_a_table_and_stores_the_curves(tmp_path):
+    from typer.testing import CliRunner
+
+    from compressbench.cli import app
+
+    runner = CliRunner()
+    args = ["sensitivity", "--dataset", "synthetic", "--model", "lenet5", "--epochs", "1", "--ratio", "0.5",
+            "--samples", "60"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "features.0" in result.stdout and "classifier_hidden.3" in result.stdout and "0.5" in result.stdout
+    payload = runner.invoke(app, [*args, "--json"])
+    assert payload.exit_code == 0
+    import json
+
+    curves = json.loads(payload.stdout)
+    assert curves["path"].endswith(".npy") and len(curves["accuracy"]) == 4
+    bad = runner.invoke(app, [*args, "--importance", "weird"])
+    assert bad.exit_code == 2 and "unknown importance 'weird'" in bad.output

