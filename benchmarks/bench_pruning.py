@@ -153,8 +153,7 @@ def main() -> None:
     parts = set(args.only.split(","))
     latency = LatencySettings(threads=1, batch_sizes=(1, 256))
     cache = Cache(default_cache_dir())
-    previous = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    report = {"settings": latency.model_dump(), "cache": str(cache.root), **previous}
+    report = {"settings": latency.model_dump(), "cache": str(cache.root)}
     if "mlp" in parts:
         report["mlp_magnitude"] = side_by_side("mlp", MLP_RECIPE, cache, latency)
     if "lenet5" in parts:
@@ -170,7 +169,9 @@ def main() -> None:
 
     report["environment"] = environment()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=1, default=str))
+    # Parts may run as separate processes: merge into what is on disk now, not what was there at the start.
+    latest = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    RESULTS.write_text(json.dumps({**latest, **report}, indent=1, default=str))
     print(f"saved {RESULTS}")
 
 
