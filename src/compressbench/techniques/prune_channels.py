@@ -316,6 +316,7 @@ class ChannelPruning(Technique):
             )
         after = channel_counts(model, groups)
         candidate.module = model
+        candidate.storage = None  # an earlier step's encoding described the unpruned shapes
         candidate.records.append(
             {
                 "step": self.name,
