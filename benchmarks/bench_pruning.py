@@ -38,19 +38,35 @@ RESULTS = Path(__file__).parent / "results" / "pruning.json"
 DATASET = DatasetConfig(name="fashion-mnist")
 RESNET_EPOCHS = 4
 
-MLP_RECIPE = {"name": "magnitude-90-agp", "steps": [
-    {"technique": "prune.magnitude", "sparsity": 0.9, "schedule": "gradual", "scope": "layer",
-     "fine_tune_epochs": 10, "fine_tune_lr": 1e-3, "ramp": 0.5},
-]}  # fmt: skip
-LENET_RECIPE = {"name": "channels-50", "steps": [
-    {"technique": "prune.channels", "ratio": 0.5, "fine_tune_epochs": 4, "fine_tune_lr": 1e-3},
-]}  # fmt: skip
+MLP_RECIPE = {
+    "name": "magnitude-90-agp",
+    "steps": [
+        {
+            "technique": "prune.magnitude",
+            "sparsity": 0.9,
+            "schedule": "gradual",
+            "scope": "layer",
+            "fine_tune_epochs": 10,
+            "fine_tune_lr": 1e-3,
+            "ramp": 0.5,
+        },
+    ],
+}
+LENET_RECIPE = {
+    "name": "channels-50",
+    "steps": [
+        {"technique": "prune.channels", "ratio": 0.5, "fine_tune_epochs": 4, "fine_tune_lr": 1e-3},
+    ],
+}
 
 
 def resnet_recipe(epochs: int) -> dict:
-    return {"name": f"channels-50-ft{epochs}", "steps": [
-        {"technique": "prune.channels", "ratio": 0.5, "fine_tune_epochs": epochs, "fine_tune_lr": 0.02},
-    ]}  # fmt: skip
+    return {
+        "name": f"channels-50-ft{epochs}",
+        "steps": [
+            {"technique": "prune.channels", "ratio": 0.5, "fine_tune_epochs": epochs, "fine_tune_lr": 0.02},
+        ],
+    }
 
 
 def training_for(model: str):
@@ -62,8 +78,9 @@ def training_for(model: str):
 
 def side_by_side(model: str, recipe: dict, cache: Cache, latency: LatencySettings) -> dict:
     started = time.perf_counter()
-    result = compress(DATASET, model, recipe, training=training_for(model), measure=MeasureSettings(latency=latency),
-                      cache=cache)  # fmt: skip
+    result = compress(
+        DATASET, model, recipe, training=training_for(model), measure=MeasureSettings(latency=latency), cache=cache
+    )
     base, cand = result["baseline"], result["candidate"]
     row = {
         "model": model,
@@ -110,24 +127,48 @@ def sensitivity_vs_uniform(cache: Cache, seeds: list[int], ratio: float, epochs:
     for seed in seeds:
         for mode in ("uniform", "sensitivity"):
             started = time.perf_counter()
-            options = {"technique": "prune.channels", "ratio": ratio, "ratios": mode, "fine_tune_epochs": epochs,
-                       "fine_tune_lr": 0.02}  # fmt: skip
+            options = {
+                "technique": "prune.channels",
+                "ratio": ratio,
+                "ratios": mode,
+                "fine_tune_epochs": epochs,
+                "fine_tune_lr": 0.02,
+            }
             step = load_recipe({"name": mode, "steps": [options]}).steps[0]
-            context = Context(data=data, baseline=baseline, model=job.model, train_config=job.training, seed=seed,
-                              cache=cache, latency=job.measure.latency)  # fmt: skip
+            context = Context(
+                data=data,
+                baseline=baseline,
+                model=job.model,
+                train_config=job.training,
+                seed=seed,
+                cache=cache,
+                latency=job.measure.latency,
+            )
             candidate = step.build().apply(Candidate(module=copy.deepcopy(baseline)), context)
             record = candidate.records[-1]
-            rows[mode].append({
-                "seed": seed, "test_accuracy": evaluate(candidate.module, data.test),
-                "macs_kept": count_macs(candidate.module, shape) / count_macs(baseline, shape),
-                "channels": record["channels"], "allocated": record.get("sensitivity", {}).get("allocated"),
-                "seconds": time.perf_counter() - started,
-            })  # fmt: skip
+            rows[mode].append(
+                {
+                    "seed": seed,
+                    "test_accuracy": evaluate(candidate.module, data.test),
+                    "macs_kept": count_macs(candidate.module, shape) / count_macs(baseline, shape),
+                    "channels": record["channels"],
+                    "allocated": record.get("sensitivity", {}).get("allocated"),
+                    "seconds": time.perf_counter() - started,
+                }
+            )
             last = rows[mode][-1]
-            print(f"resnet  {mode:11} seed {seed}: test acc {last['test_accuracy']:.4f} (baseline {base_accuracy:.4f})"
-                  f"  MACs kept {last['macs_kept']:.3f}  [{last['seconds']:.0f} s]", flush=True)  # fmt: skip
-    summary = {"baseline_test_accuracy": base_accuracy, "seeds": seeds, "ratio": ratio, "fine_tune_epochs": epochs,
-               "accuracy_from": "torch eval on the test split (exports match torch within 1e-3 logits)"}  # fmt: skip
+            print(
+                f"resnet  {mode:11} seed {seed}: test acc {last['test_accuracy']:.4f} (baseline {base_accuracy:.4f})"
+                f"  MACs kept {last['macs_kept']:.3f}  [{last['seconds']:.0f} s]",
+                flush=True,
+            )
+    summary = {
+        "baseline_test_accuracy": base_accuracy,
+        "seeds": seeds,
+        "ratio": ratio,
+        "fine_tune_epochs": epochs,
+        "accuracy_from": "torch eval on the test split (exports match torch within 1e-3 logits)",
+    }
     for mode, values in rows.items():
         accuracies = [r["test_accuracy"] for r in values]
         summary[mode] = {
@@ -136,8 +177,11 @@ def sensitivity_vs_uniform(cache: Cache, seeds: list[int], ratio: float, epochs:
             "spread_pt": (max(accuracies) - min(accuracies)) * 100,
             "stdev_pt": statistics.stdev(accuracies) * 100 if len(accuracies) > 1 else None,
         }
-        print(f"resnet  {mode:11} mean acc {summary[mode]['mean_accuracy']:.4f} over {len(seeds)} seed(s), "
-              f"spread {summary[mode]['spread_pt']:.2f} pt", flush=True)  # fmt: skip
+        print(
+            f"resnet  {mode:11} mean acc {summary[mode]['mean_accuracy']:.4f} over {len(seeds)} seed(s), "
+            f"spread {summary[mode]['spread_pt']:.2f} pt",
+            flush=True,
+        )
     return summary
 
 
@@ -159,8 +203,7 @@ def main() -> None:
     if "lenet5" in parts:
         report["lenet5_channels"] = side_by_side("lenet5", LENET_RECIPE, cache, latency)
     if "resnet" in parts:
-        report["resnet_channels"] = side_by_side("resnet", resnet_recipe(args.resnet_fine_tune_epochs), cache,
-                                                 latency)  # fmt: skip
+        report["resnet_channels"] = side_by_side("resnet", resnet_recipe(args.resnet_fine_tune_epochs), cache, latency)
     if "sensitivity" in parts:
         report["resnet_sensitivity_vs_uniform"] = sensitivity_vs_uniform(
             cache, list(range(args.seeds)), 0.5, args.sensitivity_epochs

@@ -29,8 +29,15 @@ ONE_THREAD = QUICK_TRAINING.model_copy(update={"threads": 1})  # fine-tunes on a
 
 
 def context_for(model, data, cache, name):
-    return Context(data=data, baseline=model, model=ModelConfig(name=name), train_config=ONE_THREAD, seed=0,
-                   cache=cache, latency=FAST_LATENCY)  # fmt: skip
+    return Context(
+        data=data,
+        baseline=model,
+        model=ModelConfig(name=name),
+        train_config=ONE_THREAD,
+        seed=0,
+        cache=cache,
+        latency=FAST_LATENCY,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +73,13 @@ def onnx_weights(model, data):
 @pytest.mark.parametrize("schedule", ["one_shot", "gradual"])
 def test_magnitude_reaches_the_target_sparsity_exactly(lenet, scope, schedule):
     data, model, context = lenet
-    options = {"technique": "prune.magnitude", "sparsity": 0.7, "scope": scope, "schedule": schedule,
-               "fine_tune_epochs": 1}  # fmt: skip
+    options = {
+        "technique": "prune.magnitude",
+        "sparsity": 0.7,
+        "scope": scope,
+        "schedule": schedule,
+        "fine_tune_epochs": 1,
+    }
     candidate = run_step(options, model, context)
     record = candidate.records[-1]
     assert record["sparsity"] == pytest.approx(0.7, abs=1e-4)
@@ -83,8 +95,9 @@ def test_magnitude_reaches_the_target_sparsity_exactly(lenet, scope, schedule):
 
 def test_magnitude_reports_size_not_speed(lenet):
     data, model, context = lenet
-    candidate = run_step({"technique": "prune.magnitude", "sparsity": 0.9, "schedule": "one_shot", **NO_TUNE},
-                         model, context)  # fmt: skip
+    candidate = run_step(
+        {"technique": "prune.magnitude", "sparsity": 0.9, "schedule": "one_shot", **NO_TUNE}, model, context
+    )
     assert UNEXPLOITED in candidate.flags
     storage = candidate.storage
     assert set(storage) == {"sparse values (fp32)", "sparse relative indices", "dense tensors (fp32)"}
@@ -94,8 +107,11 @@ def test_magnitude_reports_size_not_speed(lenet):
 
 def test_magnitude_prunes_only_the_named_layers(lenet):
     data, model, context = lenet
-    candidate = run_step({"technique": "prune.magnitude", "layers": ["features.3"], "schedule": "one_shot",
-                          "sparsity": 0.5, **NO_TUNE}, model, context)  # fmt: skip
+    candidate = run_step(
+        {"technique": "prune.magnitude", "layers": ["features.3"], "schedule": "one_shot", "sparsity": 0.5, **NO_TUNE},
+        model,
+        context,
+    )
     assert set(candidate.records[-1]["per_layer_sparsity"]) == {"features.3"}
     assert int((candidate.module.features[0].weight == 0).sum()) == 0
 
@@ -164,8 +180,9 @@ def test_channel_pruning_really_shrinks_lenet_and_keeps_the_classifier(lenet):
 
 def test_channel_pruning_keeps_a_residual_resnet_consistent(resnet):
     data, model, context = resnet
-    candidate = run_step({"technique": "prune.channels", "ratio": 0.5, "steps": 2, "fine_tune_epochs": 1},
-                         model, context)  # fmt: skip
+    candidate = run_step(
+        {"technique": "prune.channels", "ratio": 0.5, "steps": 2, "fine_tune_epochs": 1}, model, context
+    )
     pruned, record = candidate.module, candidate.records[-1]
     # Layers joined by a residual add lose the same channels: the stem and the stage-1 block outputs.
     assert set(record["coupled"]["stem.0"]) >= {"blocks.0.conv2", "blocks.1.conv2"}
@@ -193,14 +210,16 @@ def test_bn_scale_on_a_model_without_batch_norm_is_an_error(lenet):
 
 def test_per_layer_ratios_and_their_errors(resnet):
     data, model, context = resnet
-    candidate = run_step({"technique": "prune.channels", "ratios": {"blocks.4.conv1": 0.5}, **NO_TUNE},
-                         model, context)  # fmt: skip
+    candidate = run_step({"technique": "prune.channels", "ratios": {"blocks.4.conv1": 0.5}, **NO_TUNE}, model, context)
     assert candidate.module.blocks[4].conv1.out_channels == 16 and candidate.module.blocks[5].conv1.out_channels == 32
     with pytest.raises(CompressbenchError, match=r"no conv or linear layer 'blocks.9.conv1'"):
         run_step({"technique": "prune.channels", "ratios": {"blocks.9.conv1": 0.5}, **NO_TUNE}, model, context)
     with pytest.raises(CompressbenchError, match="coupled"):
-        run_step({"technique": "prune.channels", "ratios": {"stem.0": 0.5, "blocks.0.conv2": 0.25}, **NO_TUNE},
-                 model, context)  # fmt: skip
+        run_step(
+            {"technique": "prune.channels", "ratios": {"stem.0": 0.5, "blocks.0.conv2": 0.25}, **NO_TUNE},
+            model,
+            context,
+        )
     with pytest.raises(CompressbenchError, match="'classifier' is the output layer"):
         run_step({"technique": "prune.channels", "ratios": {"classifier": 0.5}, **NO_TUNE}, model, context)
     with pytest.raises(
@@ -277,8 +296,9 @@ def test_sensitivity_guided_ratios_meet_the_macs_of_the_uniform_ratio(lenet):
     record = guided.records[-1]
     assert record["sensitivity"]["allocated"]
     assert count_macs(guided.module, shape) <= count_macs(uniform.module, shape) * 1.005
-    explicit = run_step({"technique": "prune.channels", "ratios": "sensitivity", "target_macs": 0.5, **grid},
-                        model, context)  # fmt: skip
+    explicit = run_step(
+        {"technique": "prune.channels", "ratios": "sensitivity", "target_macs": 0.5, **grid}, model, context
+    )
     assert explicit.records[-1]["macs_kept"] <= 0.5 * 1.005
     with pytest.raises(CompressbenchError, match="target_macs is used by ratios 'sensitivity' only"):
         load_recipe({"name": "t", "steps": [{"technique": "prune.channels", "target_macs": 0.5}]})
@@ -286,8 +306,9 @@ def test_sensitivity_guided_ratios_meet_the_macs_of_the_uniform_ratio(lenet):
 
 def test_onnx_of_a_magnitude_pruned_model_compresses(lenet):
     data, model, context = lenet
-    candidate = run_step({"technique": "prune.magnitude", "sparsity": 0.9, "schedule": "one_shot", **NO_TUNE},
-                         model, context)  # fmt: skip
+    candidate = run_step(
+        {"technique": "prune.magnitude", "sparsity": 0.9, "schedule": "one_shot", **NO_TUNE}, model, context
+    )
     dense = export_onnx(model, data.spec.input_shape).SerializeToString()
     sparse = export_onnx(candidate.module, data.spec.input_shape).SerializeToString()
     import zstandard
@@ -302,8 +323,19 @@ def test_sensitivity_command_prints_a_table_and_stores_the_curves(tmp_path):
     from compressbench.cli import app
 
     runner = CliRunner()
-    args = ["sensitivity", "--dataset", "synthetic", "--model", "lenet5", "--epochs", "1", "--ratio", "0.5",
-            "--samples", "60"]  # fmt: skip
+    args = [
+        "sensitivity",
+        "--dataset",
+        "synthetic",
+        "--model",
+        "lenet5",
+        "--epochs",
+        "1",
+        "--ratio",
+        "0.5",
+        "--samples",
+        "60",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "features.0" in result.stdout and "classifier_hidden.3" in result.stdout and "0.5" in result.stdout

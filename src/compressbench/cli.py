@@ -190,18 +190,27 @@ def sensitivity(
     if importance not in ("l1", "l2", "bn_scale", "taylor"):
         raise CompressbenchError(f"--importance: unknown importance {importance!r} (known: l1, l2, bn_scale, taylor)")
     curves = sensitivity_of(
-        dataset, model, technique=technique.value, ratios=tuple(ratio or (0.2, 0.4, 0.6, 0.8)),
-        importance=importance, samples=samples, seed=seed, epochs=epochs, width=width,
-    )  # fmt: skip
+        dataset,
+        model,
+        technique=technique.value,
+        ratios=tuple(ratio or (0.2, 0.4, 0.6, 0.8)),
+        importance=importance,
+        samples=samples,
+        seed=seed,
+        epochs=epochs,
+        width=width,
+    )
     if as_json:
         sys.stdout.write(json.dumps(dataclasses.asdict(curves), indent=1) + "\n")
         return
     from compressbench.sensitivity import curves_table_rows
 
     unit = "groups of coupled layers" if technique is PruneKind.channels else "layers"
-    table = Table(title=f"{dataset} / {model}: val accuracy (%) with one of the {unit} pruned ({technique.value})",
-                  caption=f"baseline {curves.baseline_accuracy * 100:.1f}% on {curves.samples} val samples; "
-                          f"curves stored at {curves.path}")  # fmt: skip
+    table = Table(
+        title=f"{dataset} / {model}: val accuracy (%) with one of the {unit} pruned ({technique.value})",
+        caption=f"baseline {curves.baseline_accuracy * 100:.1f}% on {curves.samples} val samples; "
+        f"curves stored at {curves.path}",
+    )
     table.add_column("layer")
     for r in curves.ratios:
         table.add_column(f"{r:g}", justify="right")

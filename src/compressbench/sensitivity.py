@@ -80,9 +80,14 @@ def layer_sensitivity(
         raise CompressbenchError(f"sensitivity: technique {technique!r} is not one of prune.channels, prune.magnitude")
     ratios = sorted(set(float(r) for r in ratios))
     val = Split(data.val.x[:samples], data.val.y[:samples])
-    identity = {"technique": technique, "importance": importance if technique == "prune.channels" else "magnitude",
-                "ratios": ratios, "samples": len(val), "weights": weights_fingerprint(model),
-                "data": hashlib.sha256(val.x.tobytes() + val.y.tobytes()).hexdigest()[:16]}  # fmt: skip
+    identity = {
+        "technique": technique,
+        "importance": importance if technique == "prune.channels" else "magnitude",
+        "ratios": ratios,
+        "samples": len(val),
+        "weights": weights_fingerprint(model),
+        "data": hashlib.sha256(val.x.tobytes() + val.y.tobytes()).hexdigest()[:16],
+    }
     path = cache.array_path("sensitivity", identity) if cache is not None else None
     if path is not None and path.is_file() and path.with_suffix(".json").is_file():
         stored = json.loads(path.with_suffix(".json").read_text())
@@ -96,8 +101,18 @@ def layer_sensitivity(
     else:
         curves = _magnitude_curves(model, val, ratios, shape)
     layers, members, accuracy, macs = curves
-    result = SensitivityCurves(technique, identity["importance"], layers, members, ratios, baseline_accuracy,
-                               baseline_macs, accuracy, macs, len(val))  # fmt: skip
+    result = SensitivityCurves(
+        technique,
+        identity["importance"],
+        layers,
+        members,
+        ratios,
+        baseline_accuracy,
+        baseline_macs,
+        accuracy,
+        macs,
+        len(val),
+    )
     if path is not None:
         np.save(path, np.asarray(accuracy, dtype=np.float64))
         payload = {k: v for k, v in asdict(result).items() if k not in ("accuracy", "path")}
@@ -185,9 +200,15 @@ def sensitivity_ratios(model: nn.Module, context: Context, config: ChannelsConfi
     from compressbench.techniques.prune_channels import prune_channels
 
     data, shape = context.data, context.data.spec.input_shape
-    curves = layer_sensitivity(model, data, technique="prune.channels", ratios=config.sensitivity_ratios,
-                               importance=config.importance, samples=config.sensitivity_samples,
-                               cache=context.cache)  # fmt: skip
+    curves = layer_sensitivity(
+        model,
+        data,
+        technique="prune.channels",
+        ratios=config.sensitivity_ratios,
+        importance=config.importance,
+        samples=config.sensitivity_samples,
+        cache=context.cache,
+    )
     base = curves.baseline_macs
     if config.target_macs is not None:
         target = config.target_macs * base
@@ -255,5 +276,6 @@ def sensitivity_of(
     cache = cache or Cache(default_cache_dir())
     data = load_dataset(job.dataset, seed)
     baseline, _meta = trained_baseline(job, data, cache)
-    return layer_sensitivity(baseline, data, technique=technique, ratios=ratios, importance=importance,
-                             samples=samples, cache=cache)  # fmt: skip
+    return layer_sensitivity(
+        baseline, data, technique=technique, ratios=ratios, importance=importance, samples=samples, cache=cache
+    )

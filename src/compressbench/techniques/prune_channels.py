@@ -194,8 +194,10 @@ def prune_channels(
         chosen: dict[str, tuple[str, float]] = {}
         for layer, value in per_layer.items():
             if layer in kept:
-                raise CompressbenchError(f"{step}: field 'ratios': layer {layer!r} is the output layer or ignored; "
-                                         "its outputs are never pruned")  # fmt: skip
+                raise CompressbenchError(
+                    f"{step}: field 'ratios': layer {layer!r} is the output layer or ignored; "
+                    "its outputs are never pruned"
+                )
             named_layers(model, [layer], step, "ratios")
             if layer not in owner:
                 raise CompressbenchError(f"{step}: field 'ratios': layer {layer!r} has no prunable output channels")
@@ -210,11 +212,17 @@ def prune_channels(
     model.eval()
     try:
         pruner = tp.pruner.BasePruner(
-            model, torch.zeros(1, *input_shape), importance=importance_of(importance),
-            global_pruning=scope == "global", pruning_ratio=0.0 if per_layer else ratio,
-            pruning_ratio_dict=ratio_dict or None, max_pruning_ratio=max_ratio if scope == "global" else 1.0,
-            iterative_steps=steps, ignored_layers=list(kept.values()), round_to=round_to,
-        )  # fmt: skip
+            model,
+            torch.zeros(1, *input_shape),
+            importance=importance_of(importance),
+            global_pruning=scope == "global",
+            pruning_ratio=0.0 if per_layer else ratio,
+            pruning_ratio_dict=ratio_dict or None,
+            max_pruning_ratio=max_ratio if scope == "global" else 1.0,
+            iterative_steps=steps,
+            ignored_layers=list(kept.values()),
+            round_to=round_to,
+        )
         for number in range(1, steps + 1):
             if importance == "taylor":
                 gradients_for_taylor(model, data)
@@ -304,10 +312,19 @@ class ChannelPruning(Technique):
                 fine_tunes.append(report.val_accuracy)
 
         groups = prune_channels(
-            model, context.data, ratio=config.ratio, per_layer=per_layer, scope=config.scope,
-            importance=config.importance, steps=config.steps, ignore=config.ignore, round_to=config.round_to,
-            max_ratio=config.max_ratio, between_steps=between, step=self.name,
-        )  # fmt: skip
+            model,
+            context.data,
+            ratio=config.ratio,
+            per_layer=per_layer,
+            scope=config.scope,
+            importance=config.importance,
+            steps=config.steps,
+            ignore=config.ignore,
+            round_to=config.round_to,
+            max_ratio=config.max_ratio,
+            between_steps=between,
+            step=self.name,
+        )
         macs_after = count_macs(model, shape)
         if macs_after >= macs_before:
             raise CompressbenchError(
@@ -332,6 +349,6 @@ class ChannelPruning(Technique):
                 "params": [params_before, sum(p.numel() for p in model.parameters())],
                 "val_accuracy_after_fine_tune": fine_tunes,
                 **({"sensitivity": allocation} if allocation else {}),
-            }  # fmt: skip
+            }
         )
         return candidate

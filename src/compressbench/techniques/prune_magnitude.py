@@ -55,8 +55,10 @@ class MagnitudeConfig(FineTunedConfig):
 def magnitude_masks(layers: dict[str, nn.Module], target: float, scope: str) -> dict[str, torch.Tensor]:
     """Masks that zero exactly round(target * n) of the smallest-magnitude weights, globally or per layer."""
     if scope == "layer":
-        return {name: _smallest_zeroed(m.weight.detach().abs().reshape(-1), target).view_as(m.weight)
-                for name, m in layers.items()}  # fmt: skip
+        return {
+            name: _smallest_zeroed(m.weight.detach().abs().reshape(-1), target).view_as(m.weight)
+            for name, m in layers.items()
+        }
     flat = torch.cat([m.weight.detach().abs().reshape(-1) for m in layers.values()])
     keep = _smallest_zeroed(flat, target)
     masks, start = {}, 0
@@ -132,7 +134,7 @@ class MagnitudePruning(Technique):
                 "fine_tune_epochs": config.fine_tune_epochs,
                 "val_accuracy_after_fine_tune": report.val_accuracy if report else None,
                 "storage": storage,
-            }  # fmt: skip
+            }
         )
         return candidate
 

@@ -95,7 +95,7 @@ class NMPruning(Technique):
                 "fine_tune_epochs": config.fine_tune_epochs,
                 "val_accuracy_after_fine_tune": report.val_accuracy if report else None,
                 "storage": storage,
-            }  # fmt: skip
+            }
         )
         return candidate
 
