@@ -132,7 +132,9 @@ def _channel_curves(model, data, val, ratios, importance):
         row_acc, row_macs = [], []
         for ratio in ratios:
             trial = copy.deepcopy(model)
-            prune_channels(trial, data, per_layer={group.root: ratio}, importance=importance, step="sensitivity")
+            prune_channels(
+                trial, data, per_layer={group.root: ratio}, importance=importance, step="sensitivity", groups=groups
+            )
             row_acc.append(evaluate(trial, val))
             row_macs.append(count_macs(trial, shape))
         accuracy.append(row_acc)

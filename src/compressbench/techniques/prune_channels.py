@@ -177,16 +177,18 @@ def prune_channels(
     max_ratio: float = 0.9,
     between_steps: Callable[[int], None] | None = None,
     step: str = STEP,
+    groups: list[ChannelGroup] | None = None,
 ) -> list[ChannelGroup]:
     """Remove channels from `model` in place: `ratio` in every group (or ranked globally), or `per_layer` ratios
     keyed by any layer of a group. Returns the groups as they were before pruning. Callers that must not leave a
-    half-pruned model pass a copy."""
+    half-pruned model pass a copy; callers pruning many copies of one model pass its `groups` (traced once)."""
     import torch_pruning as tp
     from torch_pruning._helpers import to_plain_idxs
 
     input_shape = data.spec.input_shape
     kept = protected_layers(model, input_shape, list(ignore or []), step)
-    _graph, groups = trace_groups(model, input_shape, list(kept.values()), step)
+    if groups is None:
+        _graph, groups = trace_groups(model, input_shape, list(kept.values()), step)
     modules = dict(model.named_modules())
     ratio_dict: dict[nn.Module, float] = {}
     if per_layer:
