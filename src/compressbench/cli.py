@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -202,6 +203,61 @@ def study(
     )
     if counts["failed"]:
         raise typer.Exit(1)
+
+
+class PruneKind(StrEnum):
+    channels = "prune.channels"
+    magnitude = "prune.magnitude"
+
+
+@app.command()
+@friendly
+def sensitivity(
+    dataset: Annotated[str, typer.Option(help="registered dataset, or module:function / file.py:function")],
+    model: Annotated[str, typer.Option(help="zoo model, or module:function / file.py:function")],
+    technique: Annotated[PruneKind, typer.Option(help="what is pruned one layer at a time")] = PruneKind.channels,
+    ratio: Annotated[list[float] | None, typer.Option(help="pruning ratios tried (repeat the option)")] = None,
+    importance: Annotated[str, typer.Option(help="prune.channels: l1, l2, bn_scale or taylor")] = "l2",
+    samples: Annotated[int, typer.Option(help="validation samples scoring each variant")] = 2000,
+    seed: Annotated[int, typer.Option(help="seed of the data split and training")] = 0,
+    epochs: Annotated[int | None, typer.Option(help="baseline epochs (default: the model's own)")] = None,
+    width: Annotated[float, typer.Option(help="width multiplier of the model")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the curves as one JSON object")] = False,
+) -> None:
+    """Prune one layer (channel group) at a time over a range of ratios; print validation accuracy; store curves."""
+    from compressbench.sensitivity import sensitivity_of
+
+    if importance not in ("l1", "l2", "bn_scale", "taylor"):
+        raise CompressbenchError(f"--importance: unknown importance {importance!r} (known: l1, l2, bn_scale, taylor)")
+    curves = sensitivity_of(
+        dataset,
+        model,
+        technique=technique.value,
+        ratios=tuple(ratio or (0.2, 0.4, 0.6, 0.8)),
+        importance=importance,
+        samples=samples,
+        seed=seed,
+        epochs=epochs,
+        width=width,
+    )
+    if as_json:
+        sys.stdout.write(json.dumps(dataclasses.asdict(curves), indent=1) + "\n")
+        return
+    from compressbench.sensitivity import curves_table_rows
+
+    unit = "groups of coupled layers" if technique is PruneKind.channels else "layers"
+    table = Table(
+        title=f"{dataset} / {model}: val accuracy (%) with one of the {unit} pruned ({technique.value})",
+        caption=f"baseline {curves.baseline_accuracy * 100:.1f}% on {curves.samples} val samples; "
+        f"curves stored at {curves.path}",
+    )
+    table.add_column("layer")
+    for r in curves.ratios:
+        table.add_column(f"{r:g}", justify="right")
+    table.add_column("MACs removed at max", justify="right")
+    for row in curves_table_rows(curves):
+        table.add_row(*row)
+    out.print(table)
 
 
 class ResultFormat(StrEnum):

@@ -3,6 +3,9 @@
 from compressbench.techniques import (  # noqa: E402,F401  (registers)
     huffman,
     precision,
+    prune_channels,
+    prune_magnitude,
+    prune_nm,
     quant_dynamic,
     quant_nncf,
     quant_qat,
