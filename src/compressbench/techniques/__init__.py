@@ -1,6 +1,6 @@
 """Technique plug-ins. Importing this package registers every built-in technique."""
 
-from compressbench.techniques import quant_dynamic  # noqa: E402,F401  (registers)
+from compressbench.techniques import distill, quant_dynamic  # noqa: E402,F401  (registers)
 from compressbench.techniques.base import (
     Candidate,
     Context,
