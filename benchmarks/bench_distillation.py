@@ -4,7 +4,9 @@ Three parts, each saved under its own key in benchmarks/results/distillation.jso
 the others):
 
 - `table`:  a (T, alpha) grid for the MLP (LeNet-300-100 teacher, seed 0 -> 0.25-width student), two student
-            seeds, chosen on validation accuracy; test accuracy printed beside it. alpha = 0 is the control.
+            seeds, 10 epochs, chosen on validation accuracy; test accuracy printed beside it. alpha = 0 is the
+            control.
+- `table-default-budget`: the same at the default student budget (twice the teacher's 20 epochs).
 - `mlp`:    the whole job path (`distill.kd`, width 0.25) for seeds 0, 1, 2: each seed its own data split, teacher,
             student and control; ONNX Runtime accuracy and latency (1 thread, batch 1 and 256, interleaved).
 - `resnet`: ResNet-14 teacher (seed 0, full train split, epochs from --resnet-teacher-epochs) -> 0.5-width
@@ -37,9 +39,12 @@ from compressbench.techniques import Candidate, Context
 from compressbench.techniques.distill import KDConfig, KnowledgeDistillation
 from compressbench.training import default_train_config, evaluate
 
+PARTS = ["table", "table-default-budget", "mlp", "resnet"]
 RESULTS = Path(__file__).parent / "results" / "distillation.json"
 LATENCY = LatencySettings(threads=1, batch_sizes=(1, 256))
 GRID = [(1.0, 0.5), (2.0, 0.5), (4.0, 0.5), (8.0, 0.5), (4.0, 0.2), (4.0, 0.9)]
+# At the default budget (twice the teacher's 20 epochs, early stopping) each student costs 2-4 minutes here.
+GRID_DEFAULT_BUDGET = [(1.0, 0.5), (2.0, 0.5), (4.0, 0.5), (4.0, 0.9)]
 
 
 def spread(values: list[float]) -> dict[str, Any]:
@@ -133,31 +138,38 @@ def part_mlp(cache: Cache, seeds: list[int]) -> dict[str, Any]:
     return out
 
 
-def part_table(cache: Cache, seeds: list[int]) -> dict[str, Any]:
+def part_table(cache: Cache, seeds: list[int], epochs: int | None, grid: list[tuple[float, float]]) -> dict:
     data = load_dataset(DatasetConfig(name="fashion-mnist"), 0)
     job = make_job(DatasetConfig(name="fashion-mnist"), "mlp", "none", seed=0)
     teacher, _ = trained_baseline(job, data, cache)
     teacher_test = evaluate(teacher, data.test)
     cells = []
-    for temperature, alpha in [(1.0, 0.0), *GRID]:
+    for temperature, alpha in [(1.0, 0.0), *grid]:
         val, test = [], []
         for seed in seeds:
             context = Context(data=data, baseline=teacher, model=job.model, train_config=job.training, seed=seed,
                               cache=cache, latency=LATENCY)  # fmt: skip
-            config = KDConfig(temperature=temperature, alpha=alpha, width=0.25)
+            config = KDConfig(temperature=temperature, alpha=alpha, width=0.25, epochs=epochs)
             candidate = KnowledgeDistillation(config).apply(Candidate(module=copy.deepcopy(teacher)), context)
             val.append(evaluate(candidate.module, data.val))
             test.append(evaluate(candidate.module, data.test))
         cell = {"temperature": temperature, "alpha": alpha, "val": spread(val), "test": spread(test)}
         cells.append(cell)
         label = "alone (control)" if alpha == 0 else f"T={temperature:g} alpha={alpha:g}"
-        print(f"table {label:18} val {fmt(cell['val'])}%  test {fmt(cell['test'])}%", flush=True)
+        print(
+            f"table ({epochs or 'default'} epochs) {label:18} val {fmt(cell['val'])}%  test {fmt(cell['test'])}%",
+            flush=True,
+        )
     best = max(cells[1:], key=lambda c: c["val"]["mean"])
     print(f"table teacher test {teacher_test * 100:.2f}%; best on val: T={best['temperature']:g} "
           f"alpha={best['alpha']:g}", flush=True)  # fmt: skip
-    return {"setup": f"mlp teacher seed 0 (test {teacher_test:.4f}) -> 0.25-width student, student seeds {seeds}, "
-                     "torch fp32 accuracy; chosen on val", "teacher_test_accuracy": teacher_test,
-            "cells": cells, "best_on_val": {"temperature": best["temperature"], "alpha": best["alpha"]}}  # fmt: skip
+    setup = (
+        f"mlp teacher seed 0 (test {teacher_test:.4f}) -> 0.25-width student, {epochs or 'default (2 x 20)'} epochs "
+        "(cosine, patience 4), "
+        f"student seeds {seeds}, torch fp32 accuracy; chosen on val"
+    )
+    best_on_val = {"temperature": best["temperature"], "alpha": best["alpha"]}
+    return {"setup": setup, "teacher_test_accuracy": teacher_test, "cells": cells, "best_on_val": best_on_val}
 
 
 def part_resnet(cache: Cache, seeds: list[int], train_limit: int, student_epochs: int, teacher_epochs: int):
@@ -193,19 +205,27 @@ def part_resnet(cache: Cache, seeds: list[int], train_limit: int, student_epochs
 def main() -> None:
     torch.set_num_threads(1)  # a shared 2-core machine: one thread per process avoids oversubscription
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", action="append", choices=["table", "mlp", "resnet"], help="repeatable; default all")
+    parser.add_argument(
+        "--part",
+        action="append",
+        choices=PARTS,
+        help="repeatable; default all",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--table-seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--table-epochs", type=int, default=10, help="students' epochs in the (T, alpha) table")
     parser.add_argument("--train-limit", type=int, default=10_000, help="resnet students' train images")
     parser.add_argument("--student-epochs", type=int, default=8, help="resnet students' epochs")
     parser.add_argument("--resnet-teacher-epochs", type=int, default=4)
     args = parser.parse_args()
     cache = Cache(default_cache_dir())
-    saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    for part in args.part or ["table", "mlp", "resnet"]:
+    for part in args.part or PARTS:
         started = time.perf_counter()
+        saved: dict[str, Any] = {}
         if part == "table":
-            saved["table"] = part_table(cache, args.table_seeds)
+            saved["table"] = part_table(cache, args.table_seeds, args.table_epochs, GRID)
+        elif part == "table-default-budget":
+            saved[part] = part_table(cache, args.table_seeds, None, GRID_DEFAULT_BUDGET)
         elif part == "mlp":
             saved["mlp"] = part_mlp(cache, args.seeds)
         else:
@@ -215,8 +235,11 @@ def main() -> None:
         saved[part]["seconds"] = time.perf_counter() - started
         saved["latency_settings"] = LATENCY.model_dump(mode="json")
         saved["environment"] = environment()
+        # Read just before writing: parts may run in parallel processes; each replaces only its own key.
+        merged = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+        merged.update(saved)
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(saved, indent=1, default=str))
+        RESULTS.write_text(json.dumps(merged, indent=1, default=str))
         print(f"saved {RESULTS} ({part}, {saved[part]['seconds']:.0f} s)", flush=True)
 
 

@@ -164,6 +164,8 @@ def test_the_control_is_stored_and_measured(tmp_path):
     assert step["step"] == "distill.kd" and step["student"]["width"] == 0.5 and step["epochs"] == 6
     stored = json.loads(runner.invoke(app, ["results", str(tmp_path), "--format", "json"]).stdout)
     assert stored[0]["result"]["control"]["accuracy"] == payload["control"]["accuracy"]
+    table = runner.invoke(app, ["results", str(tmp_path), "--format", "csv"]).stdout
+    assert "control_accuracy" in table.splitlines()[0]
 
 
 @pytest.mark.parametrize(

@@ -118,7 +118,9 @@ def flatten(run: Run) -> dict[str, Any]:
     row: dict[str, Any] = {"key": run.key, "status": run.status, "dataset": run.dataset, "model": run.model,
                            "recipe": run.recipe, "seed": run.seed, "error": run.error}  # fmt: skip
     result = run.result or {}
-    for role in ("baseline", "candidate"):
+    for role in ("baseline", "candidate", "control"):  # control: the distillation student trained alone
+        if role == "control" and role not in result:
+            continue
         metrics = result.get(role) or {}
         for field in ("accuracy", "size_bytes", "stored_bytes", "params", "nonzero_params", "macs"):
             row[f"{role}_{field}"] = metrics.get(field)
