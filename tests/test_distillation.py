@@ -166,6 +166,9 @@ def test_the_control_is_stored_and_measured(tmp_path):
     assert stored[0]["result"]["control"]["accuracy"] == payload["control"]["accuracy"]
     table = runner.invoke(app, ["results", str(tmp_path), "--format", "csv"]).stdout
     assert "control_accuracy" in table.splitlines()[0]
+    # The table output says it too (the run is stored: no retraining).
+    shown = runner.invoke(app, [a for a in args if a != "--json"])
+    assert shown.exit_code == 0 and "control (the same student trained alone)" in shown.stdout
 
 
 @pytest.mark.parametrize(

@@ -103,6 +103,14 @@ def run(
         sys.stdout.write(json.dumps(result, indent=1) + "\n")
     else:
         out.print(side_by_side(result))
+        if control := result.get("control"):
+            lo, hi = control["accuracy_ci"]
+            gain = (result["candidate"]["accuracy"] - control["accuracy"]) * 100
+            out.print(
+                f"control (the same student trained alone): accuracy {control['accuracy'] * 100:.2f}% "
+                f"[{lo * 100:.1f}, {hi * 100:.1f}]; candidate - control {gain:+.2f} pt",
+                highlight=False,
+            )
         for flag in result["flags"]:
             out.print(f"[yellow]flag:[/yellow] {flag}", highlight=False)
 
