@@ -126,6 +126,9 @@ def test_teacher_logits_are_cached_across_runs(digits_teacher, tmp_path):
     assert second.records[-1]["teacher_logits"] == "cached"
     assert second.records[-1]["control"]["cached"] is True
     assert second.records[-1]["distilled"]["cached"] is False
+    step = second.records[-1]
+    helped = step["distilled"]["val_accuracy"] >= step["control"]["val_accuracy"]
+    assert helped != any("distillation did not help" in flag for flag in second.flags)
     # A changed teacher has other logits.
     other = copy.deepcopy(teacher)
     with torch.no_grad():

@@ -179,6 +179,11 @@ class KnowledgeDistillation(Technique):
         if distilled_meta.get("cached") and config.alpha > 0:
             logits_source = "not needed (distilled student cached)"
 
+        if config.alpha > 0 and distilled_meta["val_accuracy"] < control_meta["val_accuracy"]:
+            flags.append(
+                f"{self.name}: distillation did not help: val accuracy {distilled_meta['val_accuracy']:.4f} distilled "
+                f"vs {control_meta['val_accuracy']:.4f} for the same student trained alone"
+            )
         result = Candidate(module=distilled, records=[*candidate.records], flags=[*candidate.flags, *flags])
         result.companions = {**candidate.companions, "control": Candidate(module=control)}
         result.records.append(
