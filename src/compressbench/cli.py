@@ -130,6 +130,14 @@ def run(
                 timing = ", ".join(f"b{b} {ms:.3f} ms" for b, ms in figures["latency_ms"].items())
                 out.print(f"  {runtime} ({figures['runtime']['precision']}): {timing}, "
                           f"accuracy {figures['accuracy'] * 100:.2f}%", highlight=False)  # fmt: skip
+        if control := result.get("control"):
+            lo, hi = control["accuracy_ci"]
+            gain = (result["candidate"]["accuracy"] - control["accuracy"]) * 100
+            out.print(
+                f"control (the same student trained alone): accuracy {control['accuracy'] * 100:.2f}% "
+                f"[{lo * 100:.1f}, {hi * 100:.1f}]; candidate - control {gain:+.2f} pt",
+                highlight=False,
+            )
         for flag in result["flags"]:
             out.print(f"[yellow]flag:[/yellow] {flag}", highlight=False)
 

@@ -144,7 +144,9 @@ def flatten(run: Run) -> dict[str, Any]:
         "error": run.error,
     }
     result = run.result or {}
-    for role in ("baseline", "candidate"):
+    for role in ("baseline", "candidate", "control"):  # control: the distillation student trained alone
+        if role == "control" and role not in result:
+            continue
         metrics = result.get(role) or {}
         for field in ("accuracy", "size_bytes", "stored_bytes", "params", "nonzero_params", "macs"):
             row[f"{role}_{field}"] = metrics.get(field)

@@ -1,6 +1,7 @@
 """Technique plug-ins. Importing this package registers every built-in technique."""
 
 from compressbench.techniques import (  # noqa: E402,F401  (registers)
+    distill,
     huffman,
     precision,
     prune_channels,

@@ -1,0 +1,272 @@
+"""`distill.kd` on Fashion-MNIST: teacher vs student alone vs student distilled, over seeds, on ONNX Runtime.
+
+Three parts, each saved under its own key in benchmarks/results/distillation.json (re-running one part keeps
+the others):
+
+- `table`:  a (T, alpha) grid for the MLP (LeNet-300-100 teacher, seed 0 -> 0.25-width student), two student
+            seeds, 10 epochs, chosen on validation accuracy; test accuracy printed beside it. alpha = 0 is the
+            control.
+- `table-default-budget`: the same at the default student budget (twice the teacher's 20 epochs).
+- `mlp`:    the whole job path (`distill.kd`, width 0.25) for seeds 0, 1, 2: each seed its own data split, teacher,
+            student and control; ONNX Runtime accuracy and latency (1 thread, batch 1 and 256, interleaved).
+- `resnet`: ResNet-14 teacher -> 0.5-width student, scaled to fit a shared 2-core machine: teacher (seed 0,
+            --resnet-teacher-epochs) and students (seeds 0, 1, 2, --student-epochs) train on the first
+            --train-limit images of the seed-0 train split with the ResNet recipe (SGD, cosine, crop + flip);
+            validation and test splits are the full ones.
+
+    COMPRESSBENCH_CACHE=... python benchmarks/bench_distillation.py --part table --part mlp --part resnet
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compressbench.cache import Cache, default_cache_dir
+from compressbench.data import DatasetConfig, load_dataset
+from compressbench.measure import LatencySettings
+from compressbench.measure.compare import MeasureSettings, measure_candidates
+from compressbench.measure.environment import environment
+from compressbench.runner.job import make_job, run_job, trained_baseline
+from compressbench.techniques import Candidate, Context
+from compressbench.techniques.distill import KDConfig, KnowledgeDistillation
+from compressbench.training import default_train_config, evaluate
+
+PARTS = ["table", "table-default-budget", "mlp", "resnet", "resnet-combine"]
+RESULTS = Path(__file__).parent / "results" / "distillation.json"
+LATENCY = LatencySettings(threads=1, batch_sizes=(1, 256))
+GRID = [(1.0, 0.5), (2.0, 0.5), (4.0, 0.5), (8.0, 0.5), (4.0, 0.2), (4.0, 0.9)]
+# At the default budget (twice the teacher's 20 epochs, early stopping) each student costs 2-4 minutes here.
+GRID_DEFAULT_BUDGET = [(1.0, 0.5), (2.0, 0.5), (4.0, 0.5)]
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    return {
+        "values": values,
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def fmt(s: dict[str, Any], scale: float = 100.0) -> str:
+    return f"{s['mean'] * scale:.2f} ± {s['std'] * scale:.2f}"
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and spread over seeds of the three accuracies, the paired gain, the gap and the speed-ups."""
+    out = {
+        key: spread([r[key] for r in rows])
+        for key in (
+            "teacher_accuracy",
+            "alone_accuracy",
+            "distilled_accuracy",
+            "gain_pt",
+            "gap_to_teacher_pt",
+            "alone_gap_to_teacher_pt",
+        )  # fmt: skip
+    }
+    out["speedup"] = {b: spread([r["speedup"][b] for r in rows]) for b in rows[0]["speedup"]}
+    out["param_ratio"] = rows[0]["param_ratio"]
+    return out
+
+
+def row_from(seed: int, metrics: dict[str, dict], record: dict[str, Any]) -> dict[str, Any]:
+    teacher, alone, distilled = metrics["baseline"], metrics["control"], metrics["candidate"]
+    return {
+        "seed": seed,
+        "teacher_accuracy": teacher["accuracy"],
+        "alone_accuracy": alone["accuracy"],
+        "distilled_accuracy": distilled["accuracy"],
+        "gain_pt": (distilled["accuracy"] - alone["accuracy"]) * 100,
+        "gap_to_teacher_pt": (teacher["accuracy"] - distilled["accuracy"]) * 100,
+        "alone_gap_to_teacher_pt": (teacher["accuracy"] - alone["accuracy"]) * 100,
+        "speedup": {b: teacher["latency_ms"][b] / distilled["latency_ms"][b] for b in teacher["latency_ms"]},
+        "latency_ms": {"teacher": teacher["latency_ms"], "student": distilled["latency_ms"]},
+        "params": {"teacher": teacher["params"], "student": distilled["params"]},
+        "param_ratio": teacher["params"] / distilled["params"],
+        "step": record,
+    }
+
+
+def print_rows(label: str, rows: list[dict[str, Any]], result: dict[str, Any]) -> None:
+    for r in rows:
+        print(
+            f"{label} seed {r['seed']}: teacher {r['teacher_accuracy'] * 100:.2f}%  "
+            f"alone {r['alone_accuracy'] * 100:.2f}%  distilled {r['distilled_accuracy'] * 100:.2f}%  "
+            f"gain {r['gain_pt']:+.2f} pt  "
+            f"speed-up b1 {r['speedup']['1']:.2f}x b256 {r['speedup']['256']:.2f}x",
+            flush=True,
+        )
+    print(
+        f"{label} over {len(rows)} seeds (mean ± std): teacher {fmt(result['teacher_accuracy'])}%  "
+        f"alone {fmt(result['alone_accuracy'])}%  distilled {fmt(result['distilled_accuracy'])}%\n"
+        f"{label}   distilled - alone {fmt(result['gain_pt'], 1)} pt (per seed {result['gain_pt']['values']})  "
+        f"teacher - distilled {fmt(result['gap_to_teacher_pt'], 1)} pt  "
+        f"teacher - alone {fmt(result['alone_gap_to_teacher_pt'], 1)} pt\n"
+        f"{label}   student has 1/{result['param_ratio']:.2f} of the teacher's params; ONNX Runtime speed-up "
+        f"b1 {fmt(result['speedup']['1'], 1)}x  b256 {fmt(result['speedup']['256'], 1)}x",
+        flush=True,
+    )
+
+
+def part_mlp(cache: Cache, seeds: list[int]) -> dict[str, Any]:
+    recipe = {"name": "distill.kd-w0.25", "steps": [{"technique": "distill.kd", "width": 0.25}]}
+    rows = []
+    for seed in seeds:
+        started = time.perf_counter()
+        job = make_job(DatasetConfig(name="fashion-mnist"), "mlp", recipe, seed=seed,
+                       measure=MeasureSettings(latency=LATENCY))  # fmt: skip
+        result = run_job(job, cache)
+        metrics = {k: result[k] for k in ("baseline", "candidate", "control")}
+        row = row_from(seed, metrics, result["steps"][-1])
+        row["teacher_training"] = result["baseline_training"]
+        row["seconds"] = time.perf_counter() - started
+        rows.append(row)
+    out = {"setup": "each seed: its own split, LeNet-300-100 teacher (default recipe), 0.25-width student and "
+                    "control with the teacher's recipe for twice its epochs (early stopping, patience 4)",
+           "rows": rows, **summary(rows)}  # fmt: skip
+    print_rows("mlp", rows, out)
+    return out
+
+
+def part_table(cache: Cache, seeds: list[int], epochs: int | None, grid: list[tuple[float, float]]) -> dict:
+    data = load_dataset(DatasetConfig(name="fashion-mnist"), 0)
+    job = make_job(DatasetConfig(name="fashion-mnist"), "mlp", "none", seed=0)
+    teacher, _ = trained_baseline(job, data, cache)
+    teacher_test = evaluate(teacher, data.test)
+    cells = []
+    for temperature, alpha in [(1.0, 0.0), *grid]:
+        val, test = [], []
+        for seed in seeds:
+            context = Context(data=data, baseline=teacher, model=job.model, train_config=job.training, seed=seed,
+                              cache=cache, latency=LATENCY)  # fmt: skip
+            config = KDConfig(temperature=temperature, alpha=alpha, width=0.25, epochs=epochs)
+            candidate = KnowledgeDistillation(config).apply(Candidate(module=copy.deepcopy(teacher)), context)
+            val.append(evaluate(candidate.module, data.val))
+            test.append(evaluate(candidate.module, data.test))
+        cell = {"temperature": temperature, "alpha": alpha, "val": spread(val), "test": spread(test)}
+        cells.append(cell)
+        label = "alone (control)" if alpha == 0 else f"T={temperature:g} alpha={alpha:g}"
+        print(
+            f"table ({epochs or 'default'} epochs) {label:18} val {fmt(cell['val'])}%  test {fmt(cell['test'])}%",
+            flush=True,
+        )
+    best = max(cells[1:], key=lambda c: c["val"]["mean"])
+    print(f"table teacher test {teacher_test * 100:.2f}%; best on val: T={best['temperature']:g} "
+          f"alpha={best['alpha']:g}", flush=True)  # fmt: skip
+    setup = (
+        f"mlp teacher seed 0 (test {teacher_test:.4f}) -> 0.25-width student, {epochs or 'default (2 x 20)'} epochs "
+        "(cosine, patience 4), "
+        f"student seeds {seeds}, torch fp32 accuracy; chosen on val"
+    )
+    best_on_val = {"temperature": best["temperature"], "alpha": best["alpha"]}
+    return {"setup": setup, "teacher_test_accuracy": teacher_test, "cells": cells, "best_on_val": best_on_val}
+
+
+def part_resnet(cache: Cache, seeds: list[int], train_limit: int, student_epochs: int, teacher_epochs: int):
+    # Scaled to fit: the teacher and the students all train on the first `train_limit` images of the seed-0 train
+    # split (val and test are the full splits), with the ResNet's own recipe (SGD, cosine, crop + flip).
+    data_config = DatasetConfig(name="fashion-mnist", train_limit=train_limit)
+    teacher_training = default_train_config("resnet").model_copy(update={"epochs": teacher_epochs})
+    job = make_job(data_config, "resnet", "none", seed=0, training=teacher_training)
+    data = load_dataset(data_config, 0)
+    teacher, teacher_meta = trained_baseline(job, data, cache)
+    print(f"resnet teacher: {teacher_meta.get('val_accuracy')} val, {teacher_meta.get('train_seconds', 0):.0f} s "
+          f"(cached: {teacher_meta.get('cached')})", flush=True)  # fmt: skip
+    settings = MeasureSettings(latency=LATENCY)
+    rows = []
+    for seed in seeds:
+        started = time.perf_counter()
+        context = Context(data=data, baseline=teacher, model=job.model, train_config=teacher_training, seed=seed,
+                          cache=cache, latency=LATENCY)  # fmt: skip
+        technique = KnowledgeDistillation(KDConfig(width=0.5, epochs=student_epochs))
+        candidate = technique.apply(Candidate(module=copy.deepcopy(teacher)), context)
+        metrics = measure_candidates(
+            {"baseline": Candidate(module=teacher), "candidate": candidate, **candidate.companions}, data, settings
+        )
+        row = row_from(seed, metrics, candidate.records[-1])
+        row["seconds"] = time.perf_counter() - started
+        rows.append(row)
+        print(f"resnet seed {seed} done in {row['seconds']:.0f} s: {row['teacher_accuracy']:.4f} / "
+              f"{row['alone_accuracy']:.4f} / {row['distilled_accuracy']:.4f}", flush=True)  # fmt: skip
+    out = {"setup": f"scaled: teacher resnet (seed 0) and students (width 0.5, seeds {seeds}) all train on the first "
+                    f"{train_limit} images of the seed-0 train split; teacher {teacher_epochs} epochs, students "
+                    f"{student_epochs} epochs, the ResNet recipe (SGD 0.1 Nesterov, cosine, crop + flip, teacher run "
+                    "on each augmented batch); full val (6,000) and test (10,000) splits",
+           "teacher_training": {k: v for k, v in teacher_meta.items() if k != "identity"},
+           "train_limit": train_limit, "student_epochs": student_epochs, "teacher_epochs": teacher_epochs,
+           "rows": rows, **summary(rows)}  # fmt: skip
+    print_rows("resnet", rows, out)
+    return out
+
+
+def combine_resnet() -> dict[str, Any]:
+    stored = json.loads(RESULTS.read_text())
+    parts = sorted(k for k in stored if k.startswith("resnet-seeds-"))
+    rows = sorted((row for k in parts for row in stored[k]["rows"]), key=lambda r: r["seed"])
+    first = stored[parts[0]]
+    out = {**{k: first[k] for k in ("setup", "teacher_training", "train_limit", "student_epochs", "teacher_epochs")},
+           "rows": rows, **summary(rows), "combined_from": parts}  # fmt: skip
+    out["setup"] = out["setup"].replace("seeds [", "seeds (one process each) [")
+    print_rows("resnet", rows, out)
+    return out
+
+
+def main() -> None:
+    torch.set_num_threads(1)  # a shared 2-core machine: one thread per process avoids oversubscription
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--part",
+        action="append",
+        choices=PARTS,
+        help="repeatable; default all",
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--table-seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--table-epochs", type=int, default=10, help="students' epochs in the (T, alpha) table")
+    parser.add_argument("--train-limit", type=int, default=4_000, help="resnet teacher's and students' train images")
+    parser.add_argument("--student-epochs", type=int, default=8, help="resnet students' epochs")
+    parser.add_argument("--resnet-teacher-epochs", type=int, default=10)
+    args = parser.parse_args()
+    cache = Cache(default_cache_dir())
+    for part in args.part or PARTS:
+        started = time.perf_counter()
+        saved: dict[str, Any] = {}
+        if part == "table":
+            saved["table"] = part_table(cache, args.table_seeds, args.table_epochs, GRID)
+        elif part == "table-default-budget":
+            saved[part] = part_table(cache, args.table_seeds, None, GRID_DEFAULT_BUDGET)
+        elif part == "mlp":
+            saved["mlp"] = part_mlp(cache, args.seeds)
+        elif part == "resnet":
+            # Seeds may run in parallel processes (--seeds 1); `resnet-combine` then summarises them all.
+            key = "resnet" if args.seeds == [0, 1, 2] else "resnet-seeds-" + "-".join(map(str, args.seeds))
+            part = key
+            saved[key] = part_resnet(
+                cache, args.seeds, args.train_limit, args.student_epochs, args.resnet_teacher_epochs
+            )
+        else:
+            part = "resnet"
+            saved["resnet"] = combine_resnet()
+        saved[part]["seconds"] = time.perf_counter() - started
+        saved["latency_settings"] = LATENCY.model_dump(mode="json")
+        saved["environment"] = environment()
+        # Read just before writing: parts may run in parallel processes; each replaces only its own key.
+        merged = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+        merged.update(saved)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(merged, indent=1, default=str))
+        print(f"saved {RESULTS} ({part}, {saved[part]['seconds']:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""`distill.kd`: Hinton knowledge distillation into a smaller student, always beside the same student trained alone.
+
+loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * cross-entropy(labels)
+
+The teacher is the job's trained baseline. The student is the teacher's family at a width (and depth) multiplier,
+or any zoo model or user factory named by `student`. Whether distillation helped is only known against the same
+student trained alone with the same epochs, seed, initial weights and optimiser, so every run also trains (or
+loads from the cache) that control and hands it to the runner as the companion `control`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from compressbench.data import DataBundle
+from compressbench.errors import CompressbenchError
+from compressbench.imports import is_user_reference, reference_fingerprint
+from compressbench.models import ModelConfig, build_model
+from compressbench.techniques.base import (
+    Candidate,
+    Context,
+    Form,
+    Technique,
+    TechniqueConfig,
+    register_technique,
+)
+from compressbench.training import Batch, TrainConfig, predict_logits, train
+
+
+class KDConfig(TechniqueConfig):
+    # Defaults from the (T, alpha) table in benchmarks/results/distillation.json (README "Distillation").
+    temperature: float = Field(4.0, gt=0, description="softmax temperature T of the soft targets")
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the soft-target term; 1 - alpha weighs the labels")
+    student: str | None = Field(None, description="zoo model or user factory 'module:function'; default: teacher's")
+    width: float = Field(0.5, gt=0, le=8, description="student width multiplier (zoo students only)")
+    depth: int | None = Field(None, ge=1, description="student depth (zoo students only); default: the teacher's")
+    # A student trained from scratch needs more than the teacher's budget to get going (README "Distillation").
+    epochs: int | None = Field(None, ge=1, description="student and control epochs; default: twice the teacher's")
+
+
+def kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float, alpha: float
+) -> torch.Tensor:
+    """alpha * T^2 * KL(p_teacher^T || p_student^T) + (1 - alpha) * CE(student, labels), averaged over the batch."""
+    hard = F.cross_entropy(student_logits, labels)
+    if alpha == 0:
+        return hard
+    t = temperature
+    soft = F.kl_div(
+        F.log_softmax(student_logits / t, dim=1),
+        F.log_softmax(teacher_logits / t, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return alpha * t * t * soft + (1 - alpha) * hard
+
+
+def fingerprint_module(module: nn.Module) -> str:
+    """A content hash of a model's weights and buffers: the teacher's identity in cache keys."""
+    digest = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def fingerprint_data(data: DataBundle) -> str:
+    """A content hash of the train split (inputs and labels), so cached logits and students follow the data."""
+    digest = hashlib.sha256()
+    digest.update(repr((data.spec.name, data.train.x.shape)).encode())
+    digest.update(np.ascontiguousarray(data.train.x).tobytes())
+    digest.update(np.ascontiguousarray(data.train.y).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def param_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@register_technique
+class KnowledgeDistillation(Technique):
+    name = "distill.kd"
+    Config = KDConfig
+    consumes = Form.MODULE
+    produces = Form.MODULE
+    summary = "Hinton knowledge distillation into a smaller student, measured beside the student trained alone"
+
+    def apply(self, candidate: Candidate, context: Context) -> Candidate:
+        config: KDConfig = self.config  # type: ignore[assignment]
+        if candidate.records:
+            done = ", ".join(str(r.get("step")) for r in candidate.records)
+            raise CompressbenchError(
+                f"{self.name}: trains a fresh student from the baseline teacher, which would discard the earlier "
+                f"step(s) {done}; put {self.name} first in the recipe"
+            )
+        data = context.data
+        student_config = self.student_config(context)
+        teacher = copy.deepcopy(context.baseline).eval()  # the baseline itself is never touched
+        for parameter in teacher.parameters():
+            parameter.requires_grad_(False)
+        student = self.build_student(student_config, context)
+        teacher_params, student_params = param_count(teacher), param_count(student)
+        flags = []
+        if student_params > teacher_params:
+            flags.append(
+                f"{self.name}: the student ({student_params:,} params) is larger than the teacher "
+                f"({teacher_params:,} params)"
+            )
+        training = context.train_config
+        epochs = config.epochs if config.epochs is not None else 2 * training.epochs
+        training = training.model_copy(update={"epochs": epochs})
+        data_key = fingerprint_data(data)
+        student_identity = {
+            "student": student_config.model_dump(mode="json"),
+            "fingerprint": reference_fingerprint(student_config.name) if is_user_reference(student_config.name) else "",
+            "data": data_key,
+            "training": training.model_dump(mode="json"),
+            "seed": context.seed,
+        }
+
+        # The control: the same student, same initial weights, epochs, seed and optimiser, trained on labels alone.
+        control, control_meta = context.cache.model(
+            "students",
+            {**student_identity, "role": "alone"},
+            lambda: self.build_student(student_config, context),
+            lambda model: _fit(model, data, training, context.seed, None, f"{self.name} control (alone)"),
+        )
+
+        teacher_key = fingerprint_module(teacher)
+        logits_source = "not needed (alpha = 0)"
+
+        def loss_fn() -> Any:
+            nonlocal logits_source
+            if config.alpha == 0:
+                return None
+            if training.augment:
+                # Each batch is augmented afresh, so the teacher must see the same augmented images.
+                logits_source = "per batch (augmentation on)"
+
+                def on_batch(model: nn.Module, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+                    with torch.no_grad():
+                        target = teacher(batch.x)
+                    return kd_loss(logits, target, batch.y, config.temperature, config.alpha)
+
+                return on_batch
+            cached, logits_source = teacher_logits(teacher, teacher_key, data, data_key, context)
+            table = torch.from_numpy(cached)
+
+            def from_cache(model: nn.Module, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+                return kd_loss(logits, table[batch.index], batch.y, config.temperature, config.alpha)
+
+            return from_cache
+
+        if config.alpha == 0:
+            # Labels alone: the distilled student would be the control, weight for weight (tested); reuse it.
+            distilled, distilled_meta = copy.deepcopy(control), control_meta
+        else:
+            distilled, distilled_meta = context.cache.model(
+                "students",
+                {
+                    **student_identity,
+                    "role": "distilled",
+                    "teacher": teacher_key,
+                    "temperature": config.temperature,
+                    "alpha": config.alpha,
+                },  # fmt: skip
+                lambda: student,
+                lambda model: _fit(model, data, training, context.seed, loss_fn(), f"{self.name} student"),
+            )
+        if distilled_meta.get("cached") and config.alpha > 0:
+            logits_source = "not needed (distilled student cached)"
+
+        if config.alpha > 0 and distilled_meta["val_accuracy"] < control_meta["val_accuracy"]:
+            flags.append(
+                f"{self.name}: distillation did not help: val accuracy {distilled_meta['val_accuracy']:.4f} distilled "
+                f"vs {control_meta['val_accuracy']:.4f} for the same student trained alone"
+            )
+        result = Candidate(module=distilled, records=[*candidate.records], flags=[*candidate.flags, *flags])
+        result.companions = {**candidate.companions, "control": Candidate(module=control)}
+        result.records.append(
+            {
+                "step": self.name,
+                "student": student_config.model_dump(mode="json"),
+                "student_params": student_params,
+                "teacher_params": teacher_params,
+                "param_ratio": teacher_params / student_params,
+                "temperature": config.temperature,
+                "alpha": config.alpha,
+                "epochs": training.epochs,
+                "teacher_logits": logits_source,
+                "distilled": _summary(distilled_meta),
+                "control": _summary(control_meta),
+            }
+        )
+        return result
+
+    def student_config(self, context: Context) -> ModelConfig:
+        config: KDConfig = self.config  # type: ignore[assignment]
+        if config.student is None:
+            return ModelConfig(name=context.model.name, width=config.width * context.model.width,
+                               depth=config.depth if config.depth is not None else context.model.depth)  # fmt: skip
+        if is_user_reference(config.student):
+            return ModelConfig(name=config.student)
+        return ModelConfig(name=config.student, width=config.width, depth=config.depth)
+
+    def build_student(self, student_config: ModelConfig, context: Context) -> nn.Module:
+        try:
+            return build_model(student_config, context.data.spec, seed=context.seed)
+        except CompressbenchError as error:
+            raise CompressbenchError(f"{self.name}: field 'student': {error}") from None
+
+
+def teacher_logits(
+    teacher: nn.Module, teacher_key: str, data: DataBundle, data_key: str, context: Context
+) -> tuple[np.ndarray, str]:
+    """The teacher's logits on the train split, computed once and cached on disk across runs."""
+    path = context.cache.array_path("teacher_logits", {"teacher": teacher_key, "data": data_key, "split": "train"})
+    if path.is_file():
+        logits = np.load(path)
+        if logits.shape == (len(data.train), data.spec.num_classes):
+            return logits, "cached"
+    logits = predict_logits(teacher, data.train).astype(np.float32)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, logits)
+    tmp.replace(path)
+    return logits, "computed"
+
+
+def _fit(model: nn.Module, data: DataBundle, training: TrainConfig, seed: int, loss: Any, description: str) -> dict:
+    kwargs = {"loss": loss} if loss is not None else {}
+    report = train(model, data, training, seed=seed, description=description, **kwargs)
+    return {"val_accuracy": report.val_accuracy, "epochs_run": report.epochs_run,
+            "best_epoch": report.best_epoch, "train_seconds": report.seconds}  # fmt: skip
+
+
+def _summary(meta: dict[str, Any]) -> dict[str, Any]:
+    return {k: meta[k] for k in ("val_accuracy", "epochs_run", "best_epoch", "train_seconds", "cached") if k in meta}
