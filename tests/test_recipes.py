@@ -60,3 +60,18 @@ def test_a_module_step_after_a_graph_step_is_refused_naming_both_steps():
         match=r"step 2 \(quant.dynamic\) needs a torch module, but step 1 \(quant.dynamic\) produced an ONNX graph",
     ):
         load_recipe({"name": "twice", "steps": steps})
+
+
+@pytest.mark.parametrize("name", ["deep-compression", "distill+quant", "prune+quant", "distill+prune+quant"])
+def test_every_built_in_hybrid_runs_end_to_end(name):
+    from conftest import FAST_MEASURE, QUICK_TRAINING
+
+    from compressbench import compress
+
+    result = compress("synthetic", "lenet5", name, training=QUICK_TRAINING, measure=FAST_MEASURE)
+    steps = [step["step"] for step in result["steps"]]
+    assert steps == [step.technique.name for step in load_recipe(name).steps]
+    assert result["candidate"]["accuracy"] > 0.5
+    assert result["compression_ratio"] > 1.5  # every hybrid stores the model smaller than its fp32 parameters
+    if name == "deep-compression":
+        assert len(result["candidate"]["storage"]) > 1  # the encoded form, broken down by part
