@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import statistics
 import time
 from pathlib import Path
@@ -216,7 +217,8 @@ def combine_resnet() -> dict[str, Any]:
     first = stored[parts[0]]
     out = {**{k: first[k] for k in ("setup", "teacher_training", "train_limit", "student_epochs", "teacher_epochs")},
            "rows": rows, **summary(rows), "combined_from": parts}  # fmt: skip
-    out["setup"] = out["setup"].replace("seeds [", "seeds (one process each) [")
+    seeds = ", ".join(str(r["seed"]) for r in rows)
+    out["setup"] = re.sub(r"seeds \[[^\]]*\]", f"seeds [{seeds}] (one process each)", out["setup"])
     print_rows("resnet", rows, out)
     return out
 
