@@ -75,3 +75,14 @@ def test_every_built_in_hybrid_runs_end_to_end(name):
     assert result["compression_ratio"] > 1.5  # every hybrid stores the model smaller than its fp32 parameters
     if name == "deep-compression":
         assert len(result["candidate"]["storage"]) > 1  # the encoded form, broken down by part
+
+
+def test_a_graph_step_drops_an_earlier_steps_sparse_encoding():
+    from conftest import FAST_MEASURE, QUICK_TRAINING
+
+    from compressbench import compress
+
+    recipe = {"name": "sparse-then-int8", "steps": [{"technique": "prune.magnitude", "fine_tune_epochs": 1},
+                                                    {"technique": "quant.dynamic"}]}  # fmt: skip
+    result = compress("synthetic", "mlp", recipe, training=QUICK_TRAINING, measure=FAST_MEASURE)
+    assert result["candidate"]["storage"] == {"zstd(file)": result["candidate"]["zstd_bytes"]}

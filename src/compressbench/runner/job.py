@@ -127,7 +127,10 @@ def run_job(job: JobConfig, cache: Cache) -> dict[str, Any]:
     candidate = Candidate(module=copy.deepcopy(baseline))
     for number, step in enumerate(recipe.steps, start=1):
         log(f"[dim]step {number}/{len(recipe.steps)}: {step.technique.name}[/dim]")
+        encoding = candidate.storage
         candidate = step.build().apply(candidate, context)
+        if step.technique.produces is Form.GRAPH and candidate.storage is encoding:
+            candidate.storage = None  # the new graph replaces the form an earlier step's encoding described
     measured = {"baseline": Candidate(module=baseline), "candidate": candidate, **candidate.companions}
     metrics = measure_candidates(measured, data, job.measure)
     return summarise(job, data, metrics, candidate, baseline_meta)
