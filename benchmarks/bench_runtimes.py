@@ -33,11 +33,12 @@ RESULTS = Path(__file__).parent / "results" / "runtimes.json"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resnet-epochs", type=int, default=None, help="baseline epochs for the ResNet (default 15)")
+    parser.add_argument("--models", nargs="+", default=[model for _, model in CASES], help="zoo models to measure")
     args = parser.parse_args()
     latency = LatencySettings(threads=1, batch_sizes=(1, 256))
     cache = Cache(default_cache_dir())
     rows = []
-    for dataset, model in CASES:
+    for dataset, model in [case for case in CASES if case[1] in args.models]:
         training = default_train_config(model)
         if model == "resnet" and args.resnet_epochs:
             training = training.model_copy(update={"epochs": args.resnet_epochs})
