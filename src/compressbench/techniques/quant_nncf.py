@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import sys
 from typing import Literal
 
 from pydantic import Field
@@ -49,7 +51,8 @@ class NncfQuantization(Technique):
             nncf.QuantizationPreset.PERFORMANCE if config.preset == "performance" else nncf.QuantizationPreset.MIXED
         )
         try:
-            with quiet_root_logger():
+            # NNCF draws progress bars on stdout; keep stdout for `--json` output.
+            with quiet_root_logger(), contextlib.redirect_stdout(sys.stderr):
                 quantized = nncf.quantize(
                     model,
                     nncf.Dataset(items),
