@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from compressbench.cli import app
 from compressbench.errors import CompressbenchError
 from compressbench.report import judge_claims, recommend, summarise_runs, write_report
+from compressbench.report.claims import hybrids_vs_parts
 from compressbench.report.write import pareto_front
 from compressbench.store import Store
 
@@ -117,6 +118,16 @@ def test_claim_verdicts(fixture_store):
     assert verdicts[("pruning", "lenet5")].verdict == "not measured"
 
 
+def test_each_hybrid_is_compared_with_the_best_single_technique_of_its_families(fixture_store):
+    (row,) = hybrids_vs_parts(summarise_runs(fixture_store.runs()))
+    # prune+quant: 3.0x at batch 256 vs prune.channels 2.1x, and smaller than quant.static (distillation and the
+    # collapsed quant.dynamic are not its parts / not usable).
+    assert (row.model, row.hybrid, row.against) == ("mlp", "prune+quant", "prune.channels / quant.static")
+    assert "b256 3.00x vs prune.channels 2.10x (1.43x)" in row.figure
+    assert "size 7.8x vs quant.static 4.3x (1.80x)" in row.figure  # fp32 params 1000 B / stored 128 B and 230 B
+    assert row.winner == "hybrid on speed and size"
+
+
 def test_pareto_front():
     points = [(1.0, 80.0), (2.0, 90.0), (1.5, 70.0), (3.0, 89.0), (0.5, 60.0)]
     assert pareto_front(points) == [4, 0, 1]
@@ -129,6 +140,7 @@ def test_reports_are_written_offline_and_name_how_numbers_were_measured(fixture_
     assert "Pareto front" in page and "test CPU" in page
     markdown = md_path.read_text()
     assert "## Do the claims hold?" in markdown and "| prune+quant |" in markdown
+    assert "## Hybrids against their best single technique" in markdown
     assert "interleaved in one process" in markdown and "Wilson" in markdown
 
 

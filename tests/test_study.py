@@ -63,6 +63,27 @@ def test_plan_skips_models_that_cannot_take_the_inputs(tmp_path):
     assert len({job.key() for job in jobs}) == 4
 
 
+STUDIES = Path(__file__).parent.parent / "studies"
+
+
+@pytest.mark.parametrize("name", ["smoke", "default", "full"])
+def test_every_shipped_study_plans_with_valid_recipes(name):
+    jobs, _ = plan(load_study(STUDIES / f"{name}.yaml"))  # validates every recipe, training and measure field
+    assert jobs and len({job.key() for job in jobs}) == len(jobs)
+
+
+def test_the_full_profile_has_three_seeds_and_five_operating_points_per_family():
+    spec = load_study(STUDIES / "full.yaml")
+    assert spec.seeds == [0, 1, 2]
+    families = {"prune": 0, "quant": 0, "distill": 0}
+    for recipe in spec.recipes:
+        steps = recipe["steps"] if isinstance(recipe, dict) else [{"technique": recipe}]
+        if len(steps) == 1 or steps[-1]["technique"] == "encode.huffman":
+            family = steps[0]["technique"].split(".")[0]
+            families[family] = families.get(family, 0) + 1
+    assert min(families[f] for f in ("prune", "quant", "distill")) >= 5, families
+
+
 def test_bad_study_files_name_the_field(tmp_path):
     spec = tmp_path / "bad.yaml"
     spec.write_text("name: bad\ndatasets: [digits]\nmodels: [mlp]\nrecipes: [none]\nseeds: [zero]\n")

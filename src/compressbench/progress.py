@@ -38,7 +38,7 @@ def bar(description: str, total: int) -> Iterator[Progress | None]:
 
 def log(message: str) -> None:
     if enabled():
-        console.print(message, highlight=False)
+        console.print(message, highlight=False, soft_wrap=True)  # logs keep one line per message
 
 
 @contextmanager

@@ -102,6 +102,63 @@ def combining(group: list[RecipeSummary]) -> tuple[str, str]:
     return ("holds" if speed_win or size_win else "does not hold"), figure
 
 
+@dataclass(frozen=True)
+class HybridComparison:
+    dataset: str
+    model: str
+    hybrid: str
+    against: str  # the families' best single technique on the hybrid's own objective
+    figure: str
+    winner: str
+
+
+def hybrids_vs_parts(summaries: list[RecipeSummary]) -> list[HybridComparison]:
+    """Each hybrid against the best single technique of its own families on the same model, within the budget.
+
+    Speed is compared at the batch size where the hybrid is fastest, size as compression over fp32 parameter bytes;
+    a hybrid wins when it beats the best of its parts on speed or on size while staying within the budget.
+    """
+    by_model: dict[tuple[str, str], list[RecipeSummary]] = defaultdict(list)
+    for summary in summaries:
+        by_model[(summary.dataset, summary.model)].append(summary)
+    rows = []
+    for (dataset, model), group in sorted(by_model.items()):
+        for hybrid in (s for s in group if len(s.families) >= 2):
+            parts = [
+                s
+                for s in group
+                if len(s.families) == 1 and s.families <= hybrid.families and s.usable
+                and s.accuracy_drop_pt.mean <= MINIMAL_LOSS_PT
+            ]  # fmt: skip
+            label = " + ".join(sorted(hybrid.families))
+            if not parts:
+                rows.append(HybridComparison(dataset, model, hybrid.recipe, "—", f"no single {label} technique "
+                                             f"within {MINIMAL_LOSS_PT:g} pt", "not measured"))  # fmt: skip
+                continue
+            batch, speed = _best_speedup(hybrid)
+            fastest = max(parts, key=lambda s: s.speedup[batch].mean if batch in s.speedup else 0.0)
+            smallest = max(parts, key=lambda s: s.compression_ratio)
+            fast_ratio = speed / fastest.speedup[batch].mean
+            size_ratio = hybrid.compression_ratio / smallest.compression_ratio
+            within = hybrid.usable and hybrid.accuracy_drop_pt.mean <= MINIMAL_LOSS_PT
+            figure = (
+                f"drop {hybrid.accuracy_drop_pt.mean:+.2f} pt vs {fastest.accuracy_drop_pt.mean:+.2f}; "
+                f"b{batch} {speed:.2f}x vs {fastest.recipe} {fastest.speedup[batch].mean:.2f}x ({fast_ratio:.2f}x); "
+                f"size {hybrid.compression_ratio:.1f}x vs {smallest.recipe} {smallest.compression_ratio:.1f}x "
+                f"({size_ratio:.2f}x)"
+            )
+            wins = [w for w, r in (("speed", fast_ratio), ("size", size_ratio)) if r > 1.0]
+            if not within:
+                winner = f"single technique (hybrid drops {hybrid.accuracy_drop_pt.mean:+.2f} pt)"
+            elif wins:
+                winner = "hybrid on " + " and ".join(wins)
+            else:
+                winner = "single technique"
+            against = fastest.recipe if fastest is smallest else f"{fastest.recipe} / {smallest.recipe}"
+            rows.append(HybridComparison(dataset, model, hybrid.recipe, against, figure, winner))
+    return rows
+
+
 CLAIMS = [
     Claim("pruning", "Pruning: up to 30% less inference time with minimal accuracy loss (≤ 1 pt)", pruning),
     Claim("int8", "int8 quantization: over 40% faster with careful calibration (≤ 1 pt)", int8),

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from compressbench.errors import CompressbenchError
-from compressbench.report.claims import CLAIMS, judge_claims
+from compressbench.report.claims import CLAIMS, hybrids_vs_parts, judge_claims
 from compressbench.report.recommend import recommend
 from compressbench.report.summary import RecipeSummary, summarise_runs
 from compressbench.store import Store
@@ -87,6 +87,10 @@ def build_sections(store: Store, max_accuracy_drop: float = 1.0) -> dict[str, An
         ["claim", "dataset", "model", "verdict", "measured"],
         [[claim_text[v.claim], v.dataset, v.model, v.verdict, v.why] for v in verdicts],
     )
+    hybrid_table: Table = (
+        ["dataset", "model", "hybrid", "best single technique of its families", "measured", "wins"],
+        [[h.dataset, h.model, h.hybrid, h.against, h.figure, h.winner] for h in hybrids_vs_parts(summaries)],
+    )
     recommendations: dict[str, Table] = {}
     for objective, batch in (("latency", 1), ("latency", 256), ("size", 256)):
         answers = recommend(summaries, max_accuracy_drop, objective, batch)  # type: ignore[arg-type]
@@ -110,6 +114,7 @@ def build_sections(store: Store, max_accuracy_drop: float = 1.0) -> dict[str, An
         "summaries": summaries,
         "groups": dict(sorted(groups.items())),
         "verdicts": verdict_table,
+        "hybrids": hybrid_table,
         "recommendations": recommendations,
         "failed": failed,
         "environment": first_ok.result["environment"],
@@ -157,6 +162,8 @@ def to_markdown(sections: dict[str, Any], meta: dict[str, Any]) -> str:
     for title, t in sections["recommendations"].items():
         parts += [f"### Objective: {title}", "", table(t), ""]
     parts += ["## Do the claims hold?", "", table(sections["verdicts"]), ""]
+    if sections["hybrids"][1]:
+        parts += ["## Hybrids against their best single technique", "", table(sections["hybrids"]), ""]
     for (dataset, model), group in sections["groups"].items():
         parts += [f"## {dataset} / {model}", "", table(recipe_table(group)), ""]
     if sections["failed"]:
@@ -232,6 +239,8 @@ def to_html(sections: dict[str, Any], meta: dict[str, Any]) -> str:
     for name, t in sections["recommendations"].items():
         parts += [f"<h3>Objective: {html.escape(name)}</h3>", table(t)]
     parts += ["<h2>Do the claims hold?</h2>", table(sections["verdicts"])]
+    if sections["hybrids"][1]:
+        parts += ["<h2>Hybrids against their best single technique</h2>", table(sections["hybrids"])]
     for (dataset, model), group in sections["groups"].items():
         parts += [f"<h2>{html.escape(dataset)} / {html.escape(model)}</h2>", table(recipe_table(group))]
         parts += [f.to_html(full_html=False, include_plotlyjs=False) for f in pareto_figures(group)]

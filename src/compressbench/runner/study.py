@@ -131,5 +131,6 @@ def _headline(result: dict[str, Any]) -> str:
     speed = " ".join(f"b{b} {s:.2f}x" for b, s in result["speedup"].items())
     return (
         f"acc {result['candidate']['accuracy']:.4f} (drop {result['accuracy_drop_pt']:+.2f} pt), "
-        f"speed-up {speed}, size {result['size_ratio']:.2f}x"
+        f"speed-up {speed}, file {result['size_ratio']:.2f}x smaller, "
+        f"stored {result['compression_ratio']:.1f}x vs fp32 params"
     )
