@@ -63,6 +63,22 @@ def test_plan_skips_models_that_cannot_take_the_inputs(tmp_path):
     assert len({job.key() for job in jobs}) == 4
 
 
+def test_model_recipes_restrict_a_model_to_some_recipes(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: s\ndatasets: [digits]\nmodels: [mlp, lenet5]\nrecipes: [none, quant.dynamic, quant.static]\n"
+        "model_recipes: {lenet5: [none, quant.static]}\n"
+    )
+    jobs, _ = plan(load_study(spec))
+    assert sorted((job.model.name, job.recipe["name"]) for job in jobs) == [
+        ("lenet5", "none"), ("lenet5", "quant.static"),
+        ("mlp", "none"), ("mlp", "quant.dynamic"), ("mlp", "quant.static"),
+    ]  # fmt: skip
+    spec.write_text("name: s\ndatasets: [digits]\nmodels: [mlp]\nrecipes: [none]\nmodel_recipes: {mlp: [qat]}\n")
+    with pytest.raises(CompressbenchError, match=r"model_recipes.mlp: \['qat'\] not in the recipes"):
+        plan(load_study(spec))
+
+
 STUDIES = Path(__file__).parent.parent / "studies"
 
 

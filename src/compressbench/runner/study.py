@@ -34,6 +34,9 @@ class StudySpec(BaseModel):
     recipes: list[str | dict[str, Any]] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     training: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per model: TrainConfig overrides")
+    model_recipes: dict[str, list[str]] = Field(
+        default_factory=dict, description="per model: run only these of the recipes (by name); others run all"
+    )
     measure: MeasureSettings = MeasureSettings()
     traded_away: str = Field("", description="what this profile gives up for time, for the report")
 
@@ -62,6 +65,13 @@ def load_study(path: Path | str) -> StudySpec:
 def plan(spec: StudySpec) -> tuple[list[JobConfig], list[str]]:
     """Expand the spec into jobs (recipes validated first); return the jobs and the pairs skipped, with why."""
     recipes = [load_recipe(recipe) for recipe in spec.recipes]
+    names = [recipe.name for recipe in recipes]
+    models = [model.name for model in spec.models]
+    for model, chosen in spec.model_recipes.items():
+        if model not in models:
+            raise CompressbenchError(f"study {spec.name}: model_recipes.{model}: not one of the models {models}")
+        if unknown := [name for name in chosen if name not in names]:
+            raise CompressbenchError(f"study {spec.name}: model_recipes.{model}: {unknown} not in the recipes {names}")
     jobs, skipped = [], []
     for dataset in spec.datasets:
         data_spec = load_dataset(dataset).spec
@@ -70,7 +80,8 @@ def plan(spec: StudySpec) -> tuple[list[JobConfig], list[str]]:
                 skipped.append(f"{model.name} on {dataset.name}: takes other inputs than {data_spec.input_shape}")
                 continue
             training = _training(spec, model.name)
-            for recipe in recipes:
+            chosen = spec.model_recipes.get(model.name, names)
+            for recipe in (r for r in recipes if r.name in chosen):
                 for seed in spec.seeds:
                     jobs.append(make_job(dataset, model, recipe, seed=seed, training=training, measure=spec.measure))
     return jobs, skipped
