@@ -75,6 +75,10 @@ def main() -> None:
             f"file {row['size_ratio']:.2f}x smaller",
             flush=True,
         )
+    # Rows of models not measured this time (an earlier `--models` run) are kept.
+    measured = {row["model"] for row in rows}
+    kept = json.loads(RESULTS.read_text())["rows"] if RESULTS.is_file() else []
+    rows = [row for row in kept if row["model"] not in measured] + rows
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps({"settings": latency.model_dump(), "environment": result["environment"], "rows": rows}, indent=1)
