@@ -39,8 +39,8 @@ SHARE = {"technique": "quant.weight_sharing", "conv_bits": 8, "fc_bits": 5, "fin
 HUFFMAN = {"technique": "encode.huffman"}
 
 
-def stages(sparsity: float) -> list[tuple[str, list[dict]]]:
-    prune = {**PRUNE, "sparsity": sparsity}
+def stages(sparsity: float, scope: str, epochs: int) -> list[tuple[str, list[dict]]]:
+    prune = {**PRUNE, "sparsity": sparsity, "scope": scope, "fine_tune_epochs": epochs}
     return [
         ("pruning", [prune]),
         ("+ sharing", [prune, SHARE]),
@@ -83,12 +83,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["mlp", "lenet5"])
     parser.add_argument("--sparsity", type=float, default=0.92, help="the pruning stage's target (paper: 92%%)")
+    parser.add_argument("--scope", choices=["layer", "global"], default="layer", help="the pruning stage's scope")
+    parser.add_argument("--fine-tune-epochs", type=int, default=10, help="the pruning stage's fine-tuning epochs")
     args = parser.parse_args()
     cache = Cache(default_cache_dir())
     saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    epochs = args.fine_tune_epochs
     for model in args.models:
-        rows = [run_stage(model, name, steps, cache) for name, steps in stages(args.sparsity)]
-        saved[model] = {
+        rows = [run_stage(model, name, steps, cache) for name, steps in stages(args.sparsity, args.scope, epochs)]
+        saved[f"{model} {args.scope} {args.sparsity:g} ft{epochs}"] = {
             "dataset": DATASET.name,
             "sparsity": args.sparsity,
             "latency": LATENCY.model_dump(),
