@@ -1,9 +1,10 @@
 """Deep Compression (Han, Mao & Dally 2016) on Fashion-MNIST, stage by stage: pruning, + weight sharing, + Huffman.
 
-For `mlp` (LeNet-300-100, the paper's 40x on MNIST) and `lenet5`: each stage is its own job on the same cached
-baseline (the recipe cut after stage 1, 2 and 3), so every stage has its measured accuracy on ONNX Runtime next to
-its stored bytes. Compression = fp32 parameter bytes / stored bytes (the paper's measure); the runtime model stays
-float, so latency is reported only to show it does not move. Saves benchmarks/results/deep_compression.json.
+For `mlp` (LeNet-300-100, the paper's 40x on MNIST) and `lenet5`: the recipe runs once on the cached baseline and
+the candidate is measured after every stage (`run_job(..., measure_every_step=True)`), so every stage has its
+measured accuracy on ONNX Runtime next to its stored bytes. Compression = fp32 parameter bytes / stored bytes (the
+paper's measure); the runtime model stays float, so latency is reported only to show it does not move. Saves
+benchmarks/results/deep_compression.json.
 
     COMPRESSBENCH_PROGRESS=off .venv/bin/python benchmarks/bench_deep_compression.py [--models mlp lenet5]
 """
@@ -16,67 +17,65 @@ import time
 from pathlib import Path
 from typing import Any
 
-from compressbench import compress
 from compressbench.cache import Cache, default_cache_dir
 from compressbench.data import DatasetConfig
 from compressbench.measure import LatencySettings
 from compressbench.measure.compare import MeasureSettings
+from compressbench.runner.job import make_job, run_job
 
 RESULTS = Path(__file__).parent / "results" / "deep_compression.json"
 DATASET = DatasetConfig(name="fashion-mnist")
 LATENCY = LatencySettings(threads=1, batch_sizes=(1, 256))
 
-# The pruning stage as bench_pruning.py tuned it for the MLP (per layer, 10 fine-tune epochs at lr 1e-3).
+# The pruning stage as bench_pruning.py tuned it for the MLP (lr 1e-3, ramp 0.5); scope and epochs are arguments.
 PRUNE = {
     "technique": "prune.magnitude",
     "schedule": "gradual",
-    "scope": "layer",
-    "fine_tune_epochs": 10,
     "fine_tune_lr": 1e-3,
     "ramp": 0.5,
 }
 SHARE = {"technique": "quant.weight_sharing", "conv_bits": 8, "fc_bits": 5, "fine_tune_epochs": 2}
 HUFFMAN = {"technique": "encode.huffman"}
+STAGES = ["pruning", "+ sharing", "+ huffman"]
 
 
-def stages(sparsity: float, scope: str, epochs: int) -> list[tuple[str, list[dict]]]:
+def recipe(sparsity: float, scope: str, epochs: int) -> dict[str, Any]:
     prune = {**PRUNE, "sparsity": sparsity, "scope": scope, "fine_tune_epochs": epochs}
-    return [
-        ("pruning", [prune]),
-        ("+ sharing", [prune, SHARE]),
-        ("+ huffman", [prune, SHARE, HUFFMAN]),
-    ]
+    return {"name": f"deep-compression {scope} {sparsity:g} ft{epochs}", "steps": [prune, SHARE, HUFFMAN]}
 
 
-def run_stage(model: str, name: str, steps: list[dict], cache: Cache) -> dict[str, Any]:
+def run_stages(model: str, steps: dict[str, Any], cache: Cache) -> list[dict[str, Any]]:
     started = time.perf_counter()
-    recipe = {"name": f"deep-compression/{name}", "steps": steps}
-    result = compress(DATASET, model, recipe, measure=MeasureSettings(latency=LATENCY), cache=cache)
-    base, cand = result["baseline"], result["candidate"]
-    row = {
-        "model": model,
-        "stage": name,
-        "steps": steps,
-        "baseline_accuracy": base["accuracy"],
-        "accuracy": cand["accuracy"],
-        "accuracy_drop_pt": result["accuracy_drop_pt"],
-        "fp32_param_bytes": base["params"] * 4,
-        "stored_bytes": cand["stored_bytes"],
-        "storage": cand["storage"],
-        "compression": result["compression_ratio"],
-        "nonzero_params": cand["nonzero_params"],
-        "speedup": result["speedup"],
-        "seconds": time.perf_counter() - started,
-    }
-    parts = ", ".join(f"{part} {size:,}" for part, size in (cand["storage"] or {}).items())
-    print(
-        f"{model:7} {name:10} acc {base['accuracy']:.4f} -> {cand['accuracy']:.4f} "
-        f"(drop {result['accuracy_drop_pt']:+.2f} pt)  fp32 params {row['fp32_param_bytes']:,} B -> stored "
-        f"{cand['stored_bytes']:,} B ({row['compression']:.1f}x)  speed-up b1 {result['speedup']['1']:.2f}x "
-        f"b256 {result['speedup']['256']:.2f}x  [{row['seconds']:.0f} s]\n          parts: {parts}",
-        flush=True,
-    )
-    return row
+    job = make_job(DATASET, model, steps, measure=MeasureSettings(latency=LATENCY))
+    result = run_job(job, cache, measure_every_step=True)
+    print(f"{model}: {job.recipe['name']} in {time.perf_counter() - started:.0f} s", flush=True)
+    rows = []
+    for name, stage in zip(STAGES, result["stages"], strict=True):
+        base, cand = stage["baseline"], stage["candidate"]
+        row = {
+            "model": model,
+            "stage": name,
+            "baseline_accuracy": base["accuracy"],
+            "accuracy": cand["accuracy"],
+            "accuracy_drop_pt": stage["accuracy_drop_pt"],
+            "fp32_param_bytes": base["params"] * 4,
+            "stored_bytes": cand["stored_bytes"],
+            "storage": cand["storage"],
+            "compression": stage["compression_ratio"],
+            "nonzero_params": cand["nonzero_params"],
+            "speedup": stage["speedup"],
+            "records": stage["steps"][-1],
+        }
+        rows.append(row)
+        parts = ", ".join(f"{part} {size:,}" for part, size in (cand["storage"] or {}).items())
+        print(
+            f"{model:7} {name:10} acc {base['accuracy']:.4f} -> {cand['accuracy']:.4f} "
+            f"(drop {stage['accuracy_drop_pt']:+.2f} pt)  fp32 params {row['fp32_param_bytes']:,} B -> stored "
+            f"{cand['stored_bytes']:,} B ({row['compression']:.1f}x)  speed-up b1 {stage['speedup']['1']:.2f}x "
+            f"b256 {stage['speedup']['256']:.2f}x\n          parts: {parts}",
+            flush=True,
+        )
+    return rows
 
 
 def main() -> None:
@@ -90,7 +89,7 @@ def main() -> None:
     saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     epochs = args.fine_tune_epochs
     for model in args.models:
-        rows = [run_stage(model, name, steps, cache) for name, steps in stages(args.sparsity, args.scope, epochs)]
+        rows = run_stages(model, recipe(args.sparsity, args.scope, epochs), cache)
         saved[f"{model} {args.scope} {args.sparsity:g} ft{epochs}"] = {
             "dataset": DATASET.name,
             "sparsity": args.sparsity,

@@ -86,3 +86,20 @@ def test_a_graph_step_drops_an_earlier_steps_sparse_encoding():
                                                     {"technique": "quant.dynamic"}]}  # fmt: skip
     result = compress("synthetic", "mlp", recipe, training=QUICK_TRAINING, measure=FAST_MEASURE)
     assert result["candidate"]["storage"] == {"zstd(file)": result["candidate"]["zstd_bytes"]}
+
+
+def test_measuring_every_step_gives_the_stage_by_stage_breakdown_from_one_run():
+    from conftest import FAST_MEASURE, QUICK_TRAINING
+
+    from compressbench.cache import Cache, default_cache_dir
+    from compressbench.runner.job import make_job, run_job
+
+    job = make_job("synthetic", "mlp", "deep-compression", training=QUICK_TRAINING, measure=FAST_MEASURE)
+    result = run_job(job, Cache(default_cache_dir()), measure_every_step=True)
+    pruned, shared, coded = result["stages"]
+    assert [len(stage["steps"]) for stage in result["stages"]] == [1, 2, 3]  # each stage keeps only its own steps
+    assert coded == {key: value for key, value in result.items() if key != "stages"}
+    # Each stage stores the model smaller than the one before; Huffman coding is lossless.
+    stored = [stage["candidate"]["stored_bytes"] for stage in (pruned, shared, coded)]
+    assert stored[0] > stored[1] > stored[2]
+    assert shared["candidate"]["accuracy"] == coded["candidate"]["accuracy"]

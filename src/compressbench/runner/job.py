@@ -110,8 +110,13 @@ def trained_baseline(job: JobConfig, data: DataBundle, cache: Cache):
     return cache.model("baselines", identity, lambda: build_model(job.model, data.spec, seed=job.seed), fit)
 
 
-def run_job(job: JobConfig, cache: Cache) -> dict[str, Any]:
-    """Run one job end to end and return its result object (the shape `compressbench run --json` prints)."""
+def run_job(job: JobConfig, cache: Cache, measure_every_step: bool = False) -> dict[str, Any]:
+    """Run one job end to end and return its result object (the shape `compressbench run --json` prints).
+
+    With `measure_every_step`, the candidate is also measured after each earlier step and those results are kept
+    under `"stages"` (one per step, the last being the result itself): a recipe's stage-by-stage breakdown from one
+    run of its steps.
+    """
     data = load_dataset(job.dataset, job.seed)
     baseline, baseline_meta = trained_baseline(job, data, cache)
     recipe = load_recipe(job.recipe)
@@ -125,15 +130,24 @@ def run_job(job: JobConfig, cache: Cache) -> dict[str, Any]:
         latency=job.measure.latency,
     )
     candidate = Candidate(module=copy.deepcopy(baseline))
+
+    def measured_now() -> dict[str, Any]:
+        measured = {"baseline": Candidate(module=baseline), "candidate": candidate, **candidate.companions}
+        return summarise(job, data, measure_candidates(measured, data, job.measure), candidate, baseline_meta)
+
+    stages = []
     for number, step in enumerate(recipe.steps, start=1):
         log(f"[dim]step {number}/{len(recipe.steps)}: {step.technique.name}[/dim]")
         encoding = candidate.storage
         candidate = step.build().apply(candidate, context)
         if step.technique.produces is Form.GRAPH and candidate.storage is encoding:
             candidate.storage = None  # the new graph replaces the form an earlier step's encoding described
-    measured = {"baseline": Candidate(module=baseline), "candidate": candidate, **candidate.companions}
-    metrics = measure_candidates(measured, data, job.measure)
-    return summarise(job, data, metrics, candidate, baseline_meta)
+        if measure_every_step and number < len(recipe.steps):
+            stages.append(measured_now())
+    result = measured_now()
+    if measure_every_step:
+        result["stages"] = [*stages, {k: v for k, v in result.items() if k != "stages"}]
+    return result
 
 
 def summarise(
@@ -159,7 +173,7 @@ def summarise(
         "size_ratio": base["size_bytes"] / cand["size_bytes"],
         "compression_ratio": base["params"] * 4 / cand["stored_bytes"],
         "accuracy_drop_pt": (base["accuracy"] - cand["accuracy"]) * 100,
-        "steps": candidate.records,
+        "steps": list(candidate.records),
         "flags": flags,
         "baseline_training": {k: v for k, v in baseline_meta.items() if k != "identity"},
         "measurement": job.measure.model_dump(mode="json"),
