@@ -17,7 +17,15 @@ from compressbench.models import ModelConfig, build_model
 from compressbench.recipes import load_recipe
 from compressbench.runtime import export_onnx
 from compressbench.techniques import Candidate, Context
-from compressbench.techniques.huffman import canonical_code, code_lengths, coded_bytes, decode, encode
+from compressbench.techniques.huffman import (
+    StreamSize,
+    canonical_code,
+    code_lengths,
+    coded_bytes,
+    decode,
+    encode,
+    stream_size,
+)
 from compressbench.techniques.onnx_quant import FP32, module_path
 from compressbench.techniques.quant_static import preprocess, quantize_static_graph
 from compressbench.techniques.weight_sharing import relative_positions
@@ -243,7 +251,21 @@ def test_deep_compression_storage_matches_a_count_by_hand(lenet, cache):
     from compressbench.techniques import techniques
 
     coded = techniques.get("encode.huffman")().apply(shared, context)
+    # Each stream is Huffman-coded only where code + table (one byte per symbol) beats its fixed width.
+    index_fixed, position_fixed = math.ceil(len(indices) * 2 / 8), math.ceil(len(positions) * 4 / 8)
+    index_coded, position_coded = len(encode(indices)[0]), len(encode(positions)[0])
+    index_choice = (index_coded, 2**2) if index_coded + 2**2 < index_fixed else (index_fixed, 0)
+    position_choice = (position_coded, 2**4) if position_coded + 2**4 < position_fixed else (position_fixed, 0)
     assert coded.storage == {
-        "codebooks": 16, "indices (huffman)": len(encode(indices)[0]),
-        "positions (huffman)": len(encode(positions)[0]), "huffman tables": 2**2 + 2**4, "float params": 16,
+        "codebooks": 16, "indices (huffman)": index_choice[0], "positions (huffman)": position_choice[0],
+        "huffman tables": 1 + index_choice[1] + position_choice[1], "float params": 16,
     }  # fmt: skip
+    assert sum(coded.storage.values()) <= sum(shared.storage.values()) + 1  # coding never grows the model
+
+
+def test_huffman_keeps_a_stream_fixed_width_when_coding_it_does_not_pay():
+    uniform = np.arange(256).repeat(2)  # 512 8-bit symbols, all equally likely: a code saves nothing
+    assert stream_size(uniform, 8) == StreamSize(payload=512, table=0, coded=False)
+    skewed = np.array([0] * 4000 + [1] * 10 + [2] * 10)  # 2-bit symbols, one dominant
+    size = stream_size(skewed, 2)
+    assert size.coded and size.payload == coded_bytes(skewed) and size.payload + size.table < 1005

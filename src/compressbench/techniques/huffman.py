@@ -2,7 +2,9 @@
 last stage). A size technique: the runtime model is unchanged; `candidate.storage` becomes the coded size by part.
 
 Each layer's index stream and position stream gets its own canonical Huffman code; the code table is stored as one
-byte (a code length) per symbol of the alphabet, and every coded stream is padded to whole bytes.
+byte (a code length) per symbol of the alphabet, and every coded stream is padded to whole bytes. A stream whose code
+plus table would not be smaller than its fixed-width form stays fixed-width (small layers with 8-bit alphabets), so
+coding never makes a model larger; one byte per layer records which form each of its streams took.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
+from dataclasses import dataclass
 from itertools import count
 
 import numpy as np
@@ -31,6 +34,7 @@ from compressbench.techniques.weight_sharing import (
 )
 
 TABLE_BYTES_PER_SYMBOL = 1  # a canonical code is rebuilt from its code lengths
+CHOICE_BYTES_PER_LAYER = 1  # which streams of a layer are coded
 
 
 def code_lengths(symbols: np.ndarray) -> dict[int, int]:
@@ -84,6 +88,21 @@ def decode(payload: bytes, words: dict[int, str], n: int) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class StreamSize:
+    """How one stream is stored: Huffman-coded (payload + table) or fixed-width, whichever is smaller."""
+
+    payload: int
+    table: int
+    coded: bool
+
+
+def stream_size(symbols: np.ndarray, bits: int) -> StreamSize:
+    fixed = math.ceil(len(symbols) * bits / 8)
+    coded, table = coded_bytes(symbols), TABLE_BYTES_PER_SYMBOL * 2**bits
+    return StreamSize(coded, table, True) if coded + table < fixed else StreamSize(fixed, 0, False)
+
+
 def coded_bytes(symbols: np.ndarray) -> int:
     """Bytes of the coded stream: sum of frequency x code length, padded to a whole byte."""
     if len(symbols) == 0:
@@ -113,25 +132,29 @@ class HuffmanCoding(Technique):
                 f"{self.name}: needs a {WeightSharing.name} step before it (it codes that step's index stream)"
             )
         streams = layer_streams(candidate.module, shared[-1]["layers"])
+        indices = [stream_size(s.indices, s.bits) for s in streams]
+        positions = [
+            stream_size(s.positions, s.position_bits) if s.positions is not None and s.position_bits else None
+            for s in streams
+        ]
         storage = {
             "codebooks": sum(len(s.codebook) * CODEBOOK_VALUE_BYTES for s in streams),
-            "indices (huffman)": sum(coded_bytes(s.indices) for s in streams),
+            "indices (huffman)": sum(size.payload for size in indices),
         }
-        positions = sum(coded_bytes(s.positions) for s in streams if s.positions is not None)
-        if positions:
-            storage["positions (huffman)"] = positions
-        storage["huffman tables"] = sum(
-            TABLE_BYTES_PER_SYMBOL * (2**s.bits + (2**s.position_bits if s.positions is not None else 0))
-            for s in streams
+        if any(positions):
+            storage["positions (huffman)"] = sum(size.payload for size in positions if size)
+        storage["huffman tables"] = CHOICE_BYTES_PER_LAYER * len(streams) + sum(
+            size.table for size in [*indices, *positions] if size
         )
         storage["float params"] = other_float_bytes(candidate.module, [s.name for s in streams])
         before = sum(candidate.storage.values()) if candidate.storage else None
         candidate.storage = storage
         per_layer = [
-            {"name": s.name, "index_bits": s.bits, "indices": len(s.indices),
+            {"name": s.name, "index_bits": s.bits, "indices": len(s.indices), "indices_coded": index.coded,
              "mean_index_code_bits": round(8 * coded_bytes(s.indices) / max(1, len(s.indices)), 3),
-             "positions": 0 if s.positions is None else len(s.positions)}
-            for s in streams
+             "positions": 0 if s.positions is None else len(s.positions),
+             "positions_coded": bool(position and position.coded)}
+            for s, index, position in zip(streams, indices, positions, strict=True)
         ]  # fmt: skip
         candidate.records.append(
             {"step": self.name, "storage": dict(storage), "bytes_before": before, "bytes_after": sum(storage.values()),
