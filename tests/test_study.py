@@ -82,7 +82,7 @@ def test_model_recipes_restrict_a_model_to_some_recipes(tmp_path):
 STUDIES = Path(__file__).parent.parent / "studies"
 
 
-@pytest.mark.parametrize("name", ["smoke", "default", "full"])
+@pytest.mark.parametrize("name", ["smoke", "default", "full", "runtimes"])
 def test_every_shipped_study_plans_with_valid_recipes(name):
     jobs, _ = plan(load_study(STUDIES / f"{name}.yaml"))  # validates every recipe, training and measure field
     assert jobs and len({job.key() for job in jobs}) == len(jobs)
