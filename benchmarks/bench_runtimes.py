@@ -63,7 +63,7 @@ def main() -> None:
             "int8_accuracy": result["candidate"]["accuracy"],
             "accuracy_drop_pt": result["accuracy_drop_pt"],
             "size_ratio": result["size_ratio"],
-            "quantized_nodes": result["steps"][0]["quantized_nodes"],
+            "quantized_layers": result["steps"][0]["quantized_layers"],
         }
         rows.append(row)
         print(

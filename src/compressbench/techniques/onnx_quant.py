@@ -24,6 +24,7 @@ from compressbench.measure.accuracy import measure_accuracy
 from compressbench.measure.latency import LatencySettings, measure_latency_interleaved
 from compressbench.progress import quiet_root_logger
 from compressbench.runtime import open_session
+from compressbench.techniques.base import Candidate, Context
 
 WEIGHTED_OPS = ("Conv", "MatMul", "Gemm")
 INT8_OPS = frozenset(
@@ -246,3 +247,41 @@ def dedupe(variants: dict[str, onnx.ModelProto]) -> dict[str, onnx.ModelProto]:
             seen[key] = name
             kept[name] = graph
     return kept
+
+
+def take_int8_variant(
+    step: str,
+    candidate: Candidate,
+    fp32: onnx.ModelProto,
+    variants: dict[str, onnx.ModelProto],
+    config: Any,
+    context: Context,
+    record: dict[str, Any],
+) -> None:
+    """Put the chosen int8 variant (or, with `auto`, the fastest within budget, possibly fp32) into `candidate.graph`,
+    check its outputs, and append `record` with what was chosen and why. `config` carries `op_types`, `exclude`,
+    `max_accuracy_drop_pt`, `min_speedup` and `selection_samples` (quant.static and quant.dynamic both do)."""
+    auto = config.op_types == "auto" or config.exclude == "auto"
+    if not variants and not auto:
+        raise CompressbenchError(
+            f"{step}: op_types {config.op_types} matched no node to quantize in this model (exclude {config.exclude})"
+        )
+    if auto:
+        selection = select_fastest(
+            fp32, variants, context.data, context.latency, max_drop_pt=config.max_accuracy_drop_pt,
+            min_speedup=config.min_speedup, samples=config.selection_samples,
+        )  # fmt: skip
+        chosen, candidate.graph = selection.chosen, selection.graph
+        record.update({"chosen": chosen, "why": selection.why, "variants": selection.table})
+        if chosen == FP32:
+            candidate.flags.append(f"{step} auto: no int8 variant beat fp32 here; the model stays fp32")
+    else:
+        chosen, candidate.graph = next(iter(variants.items()))
+        record["chosen"] = chosen
+    record["int8_ops"] = int8_op_counts(candidate.graph)
+    record["quantized_layers"] = quantized_layers(candidate.graph)
+    if chosen != FP32:
+        check = check_outputs(step, candidate.graph, context.data)
+        record["val_accuracy"] = check["val_accuracy"]
+        candidate.flags += check["flags"]
+    candidate.records.append(record)

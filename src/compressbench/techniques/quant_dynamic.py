@@ -8,7 +8,6 @@ from typing import Any, Literal
 import onnx
 from pydantic import Field
 
-from compressbench.errors import CompressbenchError
 from compressbench.runtime import export_onnx
 from compressbench.techniques.base import (
     Candidate,
@@ -19,16 +18,13 @@ from compressbench.techniques.base import (
     register_technique,
 )
 from compressbench.techniques.onnx_quant import (
-    FP32,
-    check_outputs,
     dedupe,
     first_and_last,
     fresh,
-    int8_op_counts,
     quantize_with,
     quantized_layers,
     resolve_exclude,
-    select_fastest,
+    take_int8_variant,
 )
 
 DynamicOp = Literal["MatMul", "Gemm", "Conv", "Attention", "LSTM", "GRU"]
@@ -97,32 +93,11 @@ class DynamicQuantization(Technique):
             for exclude_name, exclude in exclude_choices.items()
         }
         variants = {name: g for name, g in dedupe(variants).items() if quantized_layers(g) > 0}
-        auto = config.op_types == "auto" or config.exclude == "auto"
-        if not variants and not auto:
-            raise CompressbenchError(f"{self.name}: op_types {config.op_types} matched no node of this model")
         record: dict[str, Any] = {
             "step": self.name,
             "op_types": config.op_types if config.op_types == "auto" else list(config.op_types),
             "per_channel": config.per_channel,
             "weight_type": config.weight_type,
         }
-        if auto:
-            selection = select_fastest(
-                graph, variants, context.data, context.latency, max_drop_pt=config.max_accuracy_drop_pt,
-                min_speedup=config.min_speedup, samples=config.selection_samples,
-            )  # fmt: skip
-            chosen, candidate.graph = selection.chosen, selection.graph
-            record.update({"chosen": chosen, "why": selection.why, "variants": selection.table})
-            if chosen == FP32:
-                candidate.flags.append(f"{self.name} auto: no int8 variant beat fp32 here; the model stays fp32")
-        else:
-            chosen, candidate.graph = next(iter(variants.items()))
-            record["chosen"] = chosen
-        record["int8_ops"] = int8_op_counts(candidate.graph)
-        record["quantized_nodes"] = quantized_layers(candidate.graph)
-        if chosen != FP32:
-            check = check_outputs(self.name, candidate.graph, context.data)
-            record["val_accuracy"] = check["val_accuracy"]
-            candidate.flags += check["flags"]
-        candidate.records.append(record)
+        take_int8_variant(self.name, candidate, graph, variants, config, context, record)
         return candidate

@@ -20,18 +20,15 @@ from compressbench.techniques.base import (
     register_technique,
 )
 from compressbench.techniques.onnx_quant import (
-    FP32,
     ArrayReader,
     calibration_inputs,
-    check_outputs,
     dedupe,
     first_and_last,
     fresh,
-    int8_op_counts,
     quantize_with,
     quantized_layers,
     resolve_exclude,
-    select_fastest,
+    take_int8_variant,
 )
 
 CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
@@ -201,28 +198,5 @@ class StaticQuantization(Technique):
             "per_channel": config.per_channel, "activation_type": config.activation_type,
             "weight_type": config.weight_type, "reduce_range": config.reduce_range,
         }  # fmt: skip
-        auto = config.op_types == "auto" or config.exclude == "auto"
-        if not variants and not auto:
-            raise CompressbenchError(
-                f"{self.name}: op_types {config.op_types} with exclude {config.exclude} quantized no layer"
-            )
-        if auto:
-            selection = select_fastest(
-                exported, variants, context.data, context.latency, max_drop_pt=config.max_accuracy_drop_pt,
-                min_speedup=config.min_speedup, samples=config.selection_samples,
-            )  # fmt: skip
-            chosen, candidate.graph = selection.chosen, selection.graph
-            record.update({"chosen": chosen, "why": selection.why, "variants": selection.table})
-            if chosen == FP32:
-                candidate.flags.append(f"{self.name} auto: no int8 variant beat fp32 here; the model stays fp32")
-        else:
-            chosen, candidate.graph = next(iter(variants.items()))
-            record["chosen"] = chosen
-        record["int8_ops"] = int8_op_counts(candidate.graph)
-        record["quantized_layers"] = quantized_layers(candidate.graph)
-        if chosen != FP32:
-            check = check_outputs(self.name, candidate.graph, context.data)
-            record["val_accuracy"] = check["val_accuracy"]
-            candidate.flags += check["flags"]
-        candidate.records.append(record)
+        take_int8_variant(self.name, candidate, exported, variants, config, context, record)
         return candidate
