@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from compressbench.report.summary import RecipeSummary
+from compressbench.report.summary import RecipeSummary, by_model
 
 MINIMAL_LOSS_PT = 1.0  # "minimal accuracy loss", in percentage points
 
@@ -118,11 +117,9 @@ def hybrids_vs_parts(summaries: list[RecipeSummary]) -> list[HybridComparison]:
     Speed is compared at the batch size where the hybrid is fastest, size as compression over fp32 parameter bytes;
     a hybrid wins when it beats the best of its parts on speed or on size while staying within the budget.
     """
-    by_model: dict[tuple[str, str], list[RecipeSummary]] = defaultdict(list)
-    for summary in summaries:
-        by_model[(summary.dataset, summary.model)].append(summary)
+    groups = by_model(summaries)
     rows = []
-    for (dataset, model), group in sorted(by_model.items()):
+    for (dataset, model), group in groups.items():
         for hybrid in (s for s in group if len(s.families) >= 2):
             parts = [
                 s
@@ -168,12 +165,10 @@ CLAIMS = [
 
 
 def judge_claims(summaries: list[RecipeSummary]) -> list[Verdict]:
-    by_model: dict[tuple[str, str], list[RecipeSummary]] = defaultdict(list)
-    for summary in summaries:
-        by_model[(summary.dataset, summary.model)].append(summary)
+    groups = by_model(summaries)
     verdicts = []
     for claim in CLAIMS:
-        for (dataset, model), group in sorted(by_model.items()):
+        for (dataset, model), group in groups.items():
             verdict, why = claim.judge(group)
             verdicts.append(Verdict(claim.key, dataset, model, verdict, why))
     return verdicts

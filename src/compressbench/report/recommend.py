@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal
 
-from compressbench.report.summary import RecipeSummary
+from compressbench.report.summary import RecipeSummary, by_model
 
 Objective = Literal["latency", "size"]
 
@@ -28,11 +27,9 @@ def recommend(
     For latency, only recipes measurably faster than the baseline qualify (speed-up above 1.0 at `batch`): a
     recommendation is never slower than doing nothing. For size, the figure is stored bytes (compression ratio).
     """
-    by_model: dict[tuple[str, str], list[RecipeSummary]] = defaultdict(list)
-    for summary in summaries:
-        by_model[(summary.dataset, summary.model)].append(summary)
+    groups = by_model(summaries)
     answers = []
-    for (dataset, model), group in sorted(by_model.items()):
+    for (dataset, model), group in groups.items():
         compressed = [s for s in group if s.recipe != "none"]
         eligible = [s for s in compressed if s.usable and s.accuracy_drop_pt.mean <= max_accuracy_drop]
         if objective == "latency":

@@ -103,3 +103,11 @@ def summarise_runs(runs: list[Run]) -> list[RecipeSummary]:
             )
         )
     return summaries
+
+
+def by_model(summaries: list[RecipeSummary]) -> dict[tuple[str, str], list[RecipeSummary]]:
+    """The summaries of each (dataset, model), in sorted order: the unit every table, verdict and answer is about."""
+    groups: dict[tuple[str, str], list[RecipeSummary]] = defaultdict(list)
+    for summary in summaries:
+        groups[(summary.dataset, summary.model)].append(summary)
+    return dict(sorted(groups.items()))

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import html
 import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from compressbench.errors import CompressbenchError
 from compressbench.report.claims import CLAIMS, hybrids_vs_parts, judge_claims
 from compressbench.report.recommend import recommend
-from compressbench.report.summary import RecipeSummary, summarise_runs
+from compressbench.report.summary import RecipeSummary, by_model, summarise_runs
 from compressbench.store import Store
 
 Table = tuple[list[str], list[list[str]]]
@@ -78,9 +77,7 @@ def build_sections(store: Store, max_accuracy_drop: float = 1.0) -> dict[str, An
     if not runs:
         raise CompressbenchError(f"{store.path}: no runs stored yet")
     summaries = summarise_runs(runs)
-    groups: dict[tuple[str, str], list[RecipeSummary]] = defaultdict(list)
-    for summary in summaries:
-        groups[(summary.dataset, summary.model)].append(summary)
+    groups = by_model(summaries)
     verdicts = judge_claims(summaries)
     claim_text = {c.key: c.text for c in CLAIMS}
     verdict_table: Table = (
@@ -112,7 +109,7 @@ def build_sections(store: Store, max_accuracy_drop: float = 1.0) -> dict[str, An
     first_ok = next(r for r in reversed(runs) if r.status == "ok" and r.result)
     return {
         "summaries": summaries,
-        "groups": dict(sorted(groups.items())),
+        "groups": groups,
         "verdicts": verdict_table,
         "hybrids": hybrid_table,
         "recommendations": recommendations,
