@@ -9,10 +9,11 @@ the others):
 - `table-default-budget`: the same at the default student budget (twice the teacher's 20 epochs).
 - `mlp`:    the whole job path (`distill.kd`, width 0.25) for seeds 0, 1, 2: each seed its own data split, teacher,
             student and control; ONNX Runtime accuracy and latency (1 thread, batch 1 and 256, interleaved).
-- `resnet`: ResNet-14 teacher -> 0.5-width student, scaled to fit a shared 2-core machine: teacher (seed 0,
-            --resnet-teacher-epochs) and students (seeds 0, 1, 2, --student-epochs) train on the first
-            --train-limit images of the seed-0 train split with the ResNet recipe (SGD, cosine, crop + flip);
-            validation and test splits are the full ones.
+- `resnet`: ResNet-14 teacher -> 0.5-width student: teacher (seed 0, --resnet-teacher-epochs, default the
+            recipe's 15) and students (seeds 0, 1, 2, --student-epochs) train on the seed-0 train split (or its
+            first --train-limit images, to scale down) with the ResNet recipe (SGD, cosine, crop + flip);
+            validation and test splits are the full ones. Seeds can run as parallel processes (--seeds 1), then
+            `--part resnet-combine` summarises them.
 
     COMPRESSBENCH_CACHE=... python benchmarks/bench_distillation.py --part table --part mlp --part resnet
 """
@@ -173,14 +174,18 @@ def part_table(cache: Cache, seeds: list[int], epochs: int | None, grid: list[tu
     return {"setup": setup, "teacher_test_accuracy": teacher_test, "cells": cells, "best_on_val": best_on_val}
 
 
-def part_resnet(cache: Cache, seeds: list[int], train_limit: int, student_epochs: int, teacher_epochs: int):
-    # Scaled to fit: the teacher and the students all train on the first `train_limit` images of the seed-0 train
-    # split (val and test are the full splits), with the ResNet's own recipe (SGD, cosine, crop + flip).
+def part_resnet(
+    cache: Cache, seeds: list[int], train_limit: int | None, student_epochs: int, teacher_epochs: int, threads: int
+) -> dict[str, Any]:
+    # The teacher and the students train on the seed-0 train split (its first `train_limit` images when scaled
+    # down; val and test are always the full splits), with the ResNet's own recipe (SGD, cosine, crop + flip).
     data_config = DatasetConfig(name="fashion-mnist", train_limit=train_limit)
     teacher_training = default_train_config("resnet").model_copy(update={"epochs": teacher_epochs})
     job = make_job(data_config, "resnet", "none", seed=0, training=teacher_training)
     data = load_dataset(data_config, 0)
+    torch.set_num_threads(threads)  # the teacher trains once (cached); students run one process per seed
     teacher, teacher_meta = trained_baseline(job, data, cache)
+    torch.set_num_threads(1)
     print(f"resnet teacher: {teacher_meta.get('val_accuracy')} val, {teacher_meta.get('train_seconds', 0):.0f} s "
           f"(cached: {teacher_meta.get('cached')})", flush=True)  # fmt: skip
     settings = MeasureSettings(latency=LATENCY)
@@ -199,8 +204,9 @@ def part_resnet(cache: Cache, seeds: list[int], train_limit: int, student_epochs
         rows.append(row)
         print(f"resnet seed {seed} done in {row['seconds']:.0f} s: {row['teacher_accuracy']:.4f} / "
               f"{row['alone_accuracy']:.4f} / {row['distilled_accuracy']:.4f}", flush=True)  # fmt: skip
-    out = {"setup": f"scaled: teacher resnet (seed 0) and students (width 0.5, seeds {seeds}) all train on the first "
-                    f"{train_limit} images of the seed-0 train split; teacher {teacher_epochs} epochs, students "
+    images = f"the first {train_limit} images" if train_limit else f"all {len(data.train.y):,} images"
+    out = {"setup": f"teacher resnet (seed 0) and students (width 0.5, seeds {seeds}) all train on {images} "
+                    f"of the seed-0 train split; teacher {teacher_epochs} epochs, students "
                     f"{student_epochs} epochs, the ResNet recipe (SGD 0.1 Nesterov, cosine, crop + flip, teacher run "
                     "on each augmented batch); full val (6,000) and test (10,000) splits",
            "teacher_training": {k: v for k, v in teacher_meta.items() if k != "identity"},
@@ -235,9 +241,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--table-seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--table-epochs", type=int, default=10, help="students' epochs in the (T, alpha) table")
-    parser.add_argument("--train-limit", type=int, default=4_000, help="resnet teacher's and students' train images")
+    parser.add_argument(
+        "--train-limit", type=int, default=0, help="resnet teacher's and students' train images (0: all)"
+    )
     parser.add_argument("--student-epochs", type=int, default=8, help="resnet students' epochs")
-    parser.add_argument("--resnet-teacher-epochs", type=int, default=10)
+    parser.add_argument("--resnet-teacher-epochs", type=int, default=15, help="the ResNet recipe's epochs")
+    parser.add_argument("--teacher-threads", type=int, default=1, help="torch threads while the teacher trains")
     args = parser.parse_args()
     cache = Cache(default_cache_dir())
     for part in args.part or PARTS:
@@ -254,7 +263,12 @@ def main() -> None:
             key = "resnet" if args.seeds == [0, 1, 2] else "resnet-seeds-" + "-".join(map(str, args.seeds))
             part = key
             saved[key] = part_resnet(
-                cache, args.seeds, args.train_limit, args.student_epochs, args.resnet_teacher_epochs
+                cache,
+                args.seeds,
+                args.train_limit or None,
+                args.student_epochs,
+                args.resnet_teacher_epochs,
+                args.teacher_threads,
             )
         else:
             part = "resnet"

@@ -144,6 +144,33 @@ def test_reports_are_written_offline_and_name_how_numbers_were_measured(fixture_
     assert "interleaved in one process" in markdown and "Wilson" in markdown
 
 
+def test_the_runtime_dimension_shows_every_runtime_and_the_one_kept(fixture_store, tmp_path):
+    # lenet5 measured with runtime auto: ONNX Runtime, OpenVINO and torch each timed; NNCF's int8 runs only on
+    # OpenVINO, so the other two are recorded as skipped.
+    def timed(ms_1, ms_256, precision, runtime):
+        return {"latency_ms": {"1": ms_1, "256": ms_256}, "accuracy": 0.9, "runtime": {"runtime": runtime,
+                "precision": precision}}  # fmt: skip
+
+    baseline_runtimes = {"onnxruntime": timed(1.0, 10.0, "fp32", "onnxruntime"),
+                         "openvino": timed(2.0, 8.0, "fp32", "openvino"), "torch": timed(4.0, 20.0, "fp32", "torch")}  # fmt: skip
+    candidate_runtimes = {"openvino": timed(1.0, 2.5, "int8", "openvino"), "onnxruntime": {"skipped": "openvino only"},
+                          "torch": {"skipped": "openvino only"}}  # fmt: skip
+    result = {**fixture_store.runs()[0].result, "model": "lenet5", "recipe": "quant.nncf"}
+    result["measurement"] = {**MEASUREMENT, "runtime": "auto", "target_batch": 256}
+    result["baseline"] = {**BASELINE, "runtimes": baseline_runtimes}
+    result["candidate"] = {**result["candidate"], **candidate_runtimes["openvino"], "runtimes": candidate_runtimes}
+    result["speedup"] = {"1": 1.0, "256": 4.0}
+    config = {"dataset": {"name": "digits"}, "model": {"name": "lenet5"}, "seed": 0,
+              "recipe": {"name": "quant.nncf", "steps": [{"technique": "quant.nncf"}]}}  # fmt: skip
+    fixture_store.put("lenet5-nncf", config, result=result)
+    _, md_path = write_report(tmp_path)
+    markdown = md_path.read_text()
+    assert "## The same candidates on every runtime" in markdown
+    assert "| digits | lenet5 | baseline fp32 | 1.00x fp32 | 1.00x fp32 | 0.50x fp32 | 1.25x fp32 | 0.25x fp32 | 0.50x fp32 | onnxruntime (reference) |" in markdown  # fmt: skip
+    assert "| digits | lenet5 | quant.nncf | skipped |  | 1.00x int8 | 4.00x int8 | skipped |  | openvino |" in markdown
+    assert "Runtime auto for lenet5; onnxruntime for lenet5, mlp (auto: every installed runtime" in markdown
+
+
 def test_cli_recommend_and_report(fixture_store, tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["recommend", str(tmp_path), "--objective", "latency", "--batch", "256", "--json"])

@@ -4,6 +4,7 @@ import copy
 
 import numpy as np
 import pytest
+import torch
 from conftest import FAST_LATENCY, FAST_MEASURE, QUICK_TRAINING
 
 from compressbench.data import load_dataset
@@ -113,3 +114,26 @@ def test_a_recipe_is_checked_against_the_runtime_before_training():
     with pytest.raises(CompressbenchError, match="what quant.nncf produces runs on openvino, not onnxruntime"):
         make_job("digits", "mlp", "quant.nncf")
     assert make_job("digits", "mlp", "quant.nncf", measure=FAST_MEASURE.model_copy(update={"runtime": "auto"}))
+
+
+def test_nncf_accuracy_control_keeps_the_layer_that_int8_breaks_in_fp32(cache):
+    # One hidden unit fires at 10,000 and feeds nothing: fp32 is unaffected, but a per-tensor int8 scale for the
+    # next layer's input then rounds every other unit to zero. Plain NNCF ruins the model; accuracy control
+    # puts that layer back to fp32 and stays within the budget.
+    data = load_dataset("digits")
+    model = build_model("mlp", data.spec, seed=0)
+    train(model, data, QUICK_TRAINING, seed=0)
+    with torch.no_grad():
+        first, second = model.features[1], model.features[3]
+        first.weight[0].zero_()
+        first.bias[0] = 1e4
+        second.weight[:, 0].zero_()
+    context = Context(data=data, baseline=model, model=ModelConfig(name="mlp"), train_config=QUICK_TRAINING,
+                      seed=0, cache=cache, latency=FAST_LATENCY)  # fmt: skip
+    nncf = techniques.get("quant.nncf")
+    plain = nncf(nncf.Config(max_accuracy_drop_pt=None)).apply(Candidate(module=copy.deepcopy(model)), context)
+    controlled = nncf(nncf.Config(max_accuracy_drop_pt=1.0)).apply(Candidate(module=copy.deepcopy(model)), context)
+    plain_val, controlled_val = plain.records[-1]["val_accuracy"], controlled.records[-1]["val_accuracy"]
+    assert plain_val["fp32"] - plain_val["int8"] > 0.3
+    assert controlled_val["fp32"] - controlled_val["int8"] <= 0.01
+    assert 0 < controlled.records[-1]["fake_quantize_ops"] < plain.records[-1]["fake_quantize_ops"]

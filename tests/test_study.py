@@ -79,6 +79,25 @@ def test_model_recipes_restrict_a_model_to_some_recipes(tmp_path):
         plan(load_study(spec))
 
 
+def test_model_measure_puts_one_model_on_another_runtime(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: s\ndatasets: [digits]\nmodels: [mlp, lenet5]\nrecipes: [none, quant.dynamic]\n"
+        "model_measure: {lenet5: {runtime: auto, target_batch: 1}}\n"
+    )
+    jobs, _ = plan(load_study(spec))
+    measured = {(job.model.name, job.measure.runtime, job.measure.target_batch) for job in jobs}
+    assert measured == {("mlp", "onnxruntime", 256), ("lenet5", "auto", 1)}
+    spec.write_text(
+        "name: s\ndatasets: [digits]\nmodels: [mlp]\nrecipes: [none]\nmodel_measure: {mlp: {runtime: tpu}}\n"
+    )
+    with pytest.raises(CompressbenchError, match=r"model_measure.mlp.runtime: .*unknown runtime 'tpu'"):
+        plan(load_study(spec))
+    spec.write_text("name: s\ndatasets: [digits]\nmodels: [mlp]\nrecipes: [none]\nmodel_measure: {lenet5: {}}\n")
+    with pytest.raises(CompressbenchError, match=r"model_measure.lenet5: not one of the models"):
+        plan(load_study(spec))
+
+
 STUDIES = Path(__file__).parent.parent / "studies"
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 import json
+import statistics
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +13,15 @@ from compressbench.errors import CompressbenchError
 from compressbench.report.claims import CLAIMS, hybrids_vs_parts, judge_claims
 from compressbench.report.recommend import recommend
 from compressbench.report.summary import RecipeSummary, by_model, summarise_runs
-from compressbench.store import Store
+from compressbench.store import Run, Store
 
 Table = tuple[list[str], list[list[str]]]
+RUNTIMES_TITLE = "The same candidates on every runtime"
+RUNTIMES_NOTE = (
+    "Speed-up of each candidate on each installed runtime against the baseline on ONNX Runtime fp32 (median "
+    "latencies, one interleaved pass), with the precision the runtime executed; 'kept' is the fastest at the "
+    "target batch, whose figures the tables below report."
+)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -72,6 +80,48 @@ def recipe_table(group: list[RecipeSummary]) -> Table:
     return header, rows
 
 
+def runtime_table(runs: list[Run]) -> Table:
+    """For runs measured with `runtime: auto`: each candidate's speed-up on every runtime vs ONNX Runtime fp32
+    (mean over seeds), the precision that runtime executed, and which one was kept; the baseline's fp32 row first."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        if run.status == "ok" and run.result and "runtimes" in run.result["candidate"]:
+            groups[(run.dataset, run.model, run.recipe)].append(run.result)
+    if not groups:
+        return [], []
+    names = sorted({rt for results in groups.values() for r in results for rt in r["candidate"]["runtimes"]})
+    batches = list(next(iter(groups.values()))[0]["speedup"])
+    header = ["dataset", "model", "recipe", *[f"{rt} b{b}" for rt in names for b in batches], "kept"]
+
+    def cells(results: list[dict[str, Any]], side: str) -> list[str]:
+        row = []
+        for runtime in names:
+            for batch in batches:
+                measured = [r[side]["runtimes"].get(runtime, {}) for r in results]
+                if any("latency_ms" not in m for m in measured):
+                    row.append("skipped" if batch == batches[0] else "")
+                    continue
+                speedups = [
+                    r["baseline"]["latency_ms"][batch] / m["latency_ms"][batch]
+                    for r, m in zip(results, measured, strict=True)
+                ]
+                row.append(f"{statistics.fmean(speedups):.2f}x {measured[0]['runtime']['precision']}")
+        return row
+
+    rows, seen = [], set()
+    for (dataset, model, recipe), results in sorted(
+        groups.items(), key=lambda g: (g[0][:2], g[0][2] != "none", g[0][2])
+    ):
+        if (dataset, model) not in seen:
+            seen.add((dataset, model))
+            rows.append([dataset, model, "baseline fp32", *cells(results, "baseline"), "onnxruntime (reference)"])
+        if recipe != "none":
+            rows.append(
+                [dataset, model, recipe, *cells(results, "candidate"), results[0]["candidate"]["runtime"]["runtime"]]
+            )
+    return header, rows
+
+
 def build_sections(store: Store, max_accuracy_drop: float = 1.0) -> dict[str, Any]:
     runs = store.runs()
     if not runs:
@@ -107,6 +157,10 @@ def build_sections(store: Store, max_accuracy_drop: float = 1.0) -> dict[str, An
         )
     failed = [r for r in runs if r.status == "failed"]
     first_ok = next(r for r in reversed(runs) if r.status == "ok" and r.result)
+    runtime_settings: dict[str, set[str]] = defaultdict(set)
+    for run in runs:
+        if run.status == "ok" and run.result:
+            runtime_settings[run.result["measurement"]["runtime"]].add(run.model)
     return {
         "summaries": summaries,
         "groups": groups,
@@ -116,6 +170,8 @@ def build_sections(store: Store, max_accuracy_drop: float = 1.0) -> dict[str, An
         "failed": failed,
         "environment": first_ok.result["environment"],
         "measurement": first_ok.result["measurement"],
+        "runtime_settings": {setting: sorted(models) for setting, models in sorted(runtime_settings.items())},
+        "runtimes": runtime_table(runs),
         "budget": max_accuracy_drop,
     }
 
@@ -129,8 +185,19 @@ def footer_lines(sections: dict[str, Any]) -> list[str]:
     env, settings = sections["environment"], sections["measurement"]
     latency = settings["latency"]
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+    chosen = sections["runtime_settings"]
+    where = (
+        next(iter(chosen))
+        if len(chosen) == 1
+        else "; ".join(f"{setting} for {', '.join(models)}" for setting, models in chosen.items())
+    )
+    if "auto" in chosen:
+        where += (
+            f" (auto: every installed runtime timed in the same interleaved pass, the fastest at batch "
+            f"{settings['target_batch']} kept, the baseline always ONNX Runtime fp32)"
+        )
     return [
-        f"Runtime {settings['runtime']}; {latency['threads']} intra-op thread(s); batch sizes "
+        f"Runtime {where}; {latency['threads']} intra-op thread(s); batch sizes "
         f"{', '.join(map(str, latency['batch_sizes']))}; warm-up {latency['warmup_s']} s per session and batch; "
         f"{latency['blocks']} timed blocks of about {latency['block_s']} s per session, baseline and candidate "
         "interleaved in one process; latency is the median time per call, speed-up the ratio of medians.",
@@ -161,6 +228,8 @@ def to_markdown(sections: dict[str, Any], meta: dict[str, Any]) -> str:
     parts += ["## Do the claims hold?", "", table(sections["verdicts"]), ""]
     if sections["hybrids"][1]:
         parts += ["## Hybrids against their best single technique", "", table(sections["hybrids"]), ""]
+    if sections["runtimes"][1]:
+        parts += [f"## {RUNTIMES_TITLE}", "", RUNTIMES_NOTE, "", table(sections["runtimes"]), ""]
     for (dataset, model), group in sections["groups"].items():
         parts += [f"## {dataset} / {model}", "", table(recipe_table(group)), ""]
     if sections["failed"]:
@@ -238,6 +307,8 @@ def to_html(sections: dict[str, Any], meta: dict[str, Any]) -> str:
     parts += ["<h2>Do the claims hold?</h2>", table(sections["verdicts"])]
     if sections["hybrids"][1]:
         parts += ["<h2>Hybrids against their best single technique</h2>", table(sections["hybrids"])]
+    if sections["runtimes"][1]:
+        parts += [f"<h2>{RUNTIMES_TITLE}</h2>", f"<p>{html.escape(RUNTIMES_NOTE)}</p>", table(sections["runtimes"])]
     for (dataset, model), group in sections["groups"].items():
         parts += [f"<h2>{html.escape(dataset)} / {html.escape(model)}</h2>", table(recipe_table(group))]
         parts += [f.to_html(full_html=False, include_plotlyjs=False) for f in pareto_figures(group)]

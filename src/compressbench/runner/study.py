@@ -38,6 +38,9 @@ class StudySpec(BaseModel):
         default_factory=dict, description="per model: run only these of the recipes (by name); others run all"
     )
     measure: MeasureSettings = MeasureSettings()
+    model_measure: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per model: MeasureSettings overrides (e.g. runtime: auto for one model)"
+    )
     traded_away: str = Field("", description="what this profile gives up for time, for the report")
 
 
@@ -72,6 +75,9 @@ def plan(spec: StudySpec) -> tuple[list[JobConfig], list[str]]:
             raise CompressbenchError(f"study {spec.name}: model_recipes.{model}: not one of the models {models}")
         if unknown := [name for name in chosen if name not in names]:
             raise CompressbenchError(f"study {spec.name}: model_recipes.{model}: {unknown} not in the recipes {names}")
+    for model in spec.model_measure:
+        if model not in models:
+            raise CompressbenchError(f"study {spec.name}: model_measure.{model}: not one of the models {models}")
     jobs, skipped = [], []
     for dataset in spec.datasets:
         data_spec = load_dataset(dataset).spec
@@ -80,10 +86,11 @@ def plan(spec: StudySpec) -> tuple[list[JobConfig], list[str]]:
                 skipped.append(f"{model.name} on {dataset.name}: takes other inputs than {data_spec.input_shape}")
                 continue
             training = _training(spec, model.name)
+            measure = _measure(spec, model.name)
             chosen = spec.model_recipes.get(model.name, names)
             for recipe in (r for r in recipes if r.name in chosen):
                 for seed in spec.seeds:
-                    jobs.append(make_job(dataset, model, recipe, seed=seed, training=training, measure=spec.measure))
+                    jobs.append(make_job(dataset, model, recipe, seed=seed, training=training, measure=measure))
     return jobs, skipped
 
 
@@ -94,6 +101,18 @@ def _training(spec: StudySpec, model: str) -> TrainConfig:
     except ValidationError as error:
         first = error.errors()[0]
         raise CompressbenchError(f"study {spec.name}: training.{model}.{first['loc'][0]}: {first['msg']}") from None
+
+
+def _measure(spec: StudySpec, model: str) -> MeasureSettings:
+    overrides = spec.model_measure.get(model)
+    if not overrides:
+        return spec.measure
+    try:
+        return MeasureSettings(**{**spec.measure.model_dump(), **overrides})
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise CompressbenchError(f"study {spec.name}: model_measure.{model}.{field}: {first['msg']}") from None
 
 
 def run_study(spec: StudySpec | Path | str, out: Path | str, cache: Cache | None = None) -> dict[str, int]:

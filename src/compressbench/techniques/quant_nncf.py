@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import sys
-from typing import Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 
+import numpy as np
 from pydantic import Field
 
 from compressbench.errors import CompressbenchError
 from compressbench.progress import quiet_root_logger
-from compressbench.runtime import export_onnx
+from compressbench.runtime import export_onnx, open_session
 from compressbench.runtime.sessions import onnx_to_openvino
 from compressbench.techniques.base import Candidate, Context, Form, Technique, TechniqueConfig, register_technique
 
@@ -24,6 +26,13 @@ class NncfConfig(TechniqueConfig):
         "performance", description="performance: symmetric activations; mixed: asymmetric activations"
     )
     fast_bias_correction: bool = True
+    max_accuracy_drop_pt: float | None = Field(
+        1.0,
+        ge=0,
+        description="NNCF's accuracy control: the layers that cost most go back to fp32 until validation accuracy "
+        "is within this many points of fp32; null: plain quantization, whatever it costs",
+    )
+    validation_samples: int = Field(2000, ge=1, description="validation samples for the accuracy control")
 
 
 @register_technique
@@ -50,26 +59,42 @@ class NncfQuantization(Technique):
         preset = (
             nncf.QuantizationPreset.PERFORMANCE if config.preset == "performance" else nncf.QuantizationPreset.MIXED
         )
+        options = {"subset_size": size, "preset": preset, "fast_bias_correction": config.fast_bias_correction}
+        val_x = context.data.val.x[: config.validation_samples]
+        val_y = context.data.val.y[: config.validation_samples]
+        validation = [(val_x[i : i + 1], int(val_y[i])) for i in range(len(val_y))]
         try:
             # NNCF draws progress bars on stdout; keep stdout for `--json` output.
             with quiet_root_logger(), contextlib.redirect_stdout(sys.stderr):
-                quantized = nncf.quantize(
-                    model,
-                    nncf.Dataset(items),
-                    subset_size=size,
-                    preset=preset,
-                    fast_bias_correction=config.fast_bias_correction,
-                )
+                if config.max_accuracy_drop_pt is None or not validation:
+                    quantized = nncf.quantize(model, nncf.Dataset(items), **options)
+                else:
+                    quantized = nncf.quantize_with_accuracy_control(
+                        model,
+                        nncf.Dataset(items),
+                        nncf.Dataset(validation, lambda item: item[0]),
+                        validate_accuracy,
+                        max_drop=config.max_accuracy_drop_pt / 100,
+                        **options,
+                    )
         except Exception as error:
             raise CompressbenchError(f"{self.name}: NNCF failed: {str(error).splitlines()[0]}") from error
         fake_quantize = sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ops())
         candidate.openvino = quantized
-        candidate.records.append(
-            {
-                "step": self.name,
-                "calibration_samples": size,
-                "preset": config.preset,
-                "fake_quantize_ops": fake_quantize,
+        record = {"step": self.name, "calibration_samples": size, "preset": config.preset,
+                  "fake_quantize_ops": fake_quantize, "max_accuracy_drop_pt": config.max_accuracy_drop_pt}  # fmt: skip
+        if len(val_y):
+            record["val_accuracy"] = {"samples": len(val_y)} | {
+                name: float((open_session(graph, "openvino").run(val_x).argmax(1) == val_y).mean())
+                for name, graph in (("fp32", model), ("int8", quantized))
             }
-        )
+        if fake_quantize == 0:
+            candidate.flags.append(f"{self.name}: no layer stays int8 within the accuracy budget; the model is fp32")
+        candidate.records.append(record)
         return candidate
+
+
+def validate_accuracy(compiled: Any, items: Iterable[tuple[np.ndarray, int]]) -> tuple[float, list[float]]:
+    """NNCF's validation function: top-1 accuracy and each sample's 0/1 (NNCF ranks layers by the latter)."""
+    correct = [float(np.asarray(compiled(x)[0]).argmax() == y) for x, y in items]
+    return (sum(correct) / len(correct) if correct else 0.0), correct
