@@ -148,13 +148,16 @@ def test_the_runtime_dimension_shows_every_runtime_and_the_one_kept(fixture_stor
     # lenet5 measured with runtime auto: ONNX Runtime, OpenVINO and torch each timed; NNCF's int8 runs only on
     # OpenVINO, so the other two are recorded as skipped.
     def timed(ms_1, ms_256, precision, runtime):
-        return {"latency_ms": {"1": ms_1, "256": ms_256}, "accuracy": 0.9, "runtime": {"runtime": runtime,
-                "precision": precision}}  # fmt: skip
+        runtime_info = {"runtime": runtime, "precision": precision}
+        return {"latency_ms": {"1": ms_1, "256": ms_256}, "accuracy": 0.9, "runtime": runtime_info}
 
-    baseline_runtimes = {"onnxruntime": timed(1.0, 10.0, "fp32", "onnxruntime"),
-                         "openvino": timed(2.0, 8.0, "fp32", "openvino"), "torch": timed(4.0, 20.0, "fp32", "torch")}  # fmt: skip
-    candidate_runtimes = {"openvino": timed(1.0, 2.5, "int8", "openvino"), "onnxruntime": {"skipped": "openvino only"},
-                          "torch": {"skipped": "openvino only"}}  # fmt: skip
+    baseline_runtimes = {
+        "onnxruntime": timed(1.0, 10.0, "fp32", "onnxruntime"),
+        "openvino": timed(2.0, 8.0, "fp32", "openvino"),
+        "torch": timed(4.0, 20.0, "fp32", "torch"),
+    }
+    skipped = {"skipped": "openvino only"}
+    candidate_runtimes = {"openvino": timed(1.0, 2.5, "int8", "openvino"), "onnxruntime": skipped, "torch": skipped}
     result = {**fixture_store.runs()[0].result, "model": "lenet5", "recipe": "quant.nncf"}
     result["measurement"] = {**MEASUREMENT, "runtime": "auto", "target_batch": 256}
     result["baseline"] = {**BASELINE, "runtimes": baseline_runtimes}
@@ -166,9 +169,12 @@ def test_the_runtime_dimension_shows_every_runtime_and_the_one_kept(fixture_stor
     _, md_path = write_report(tmp_path)
     markdown = md_path.read_text()
     assert "## The same candidates on every runtime" in markdown
-    assert "| digits | lenet5 | baseline fp32 | 1.00x fp32 | 1.00x fp32 | 0.50x fp32 | 1.25x fp32 | 0.25x fp32 | 0.50x fp32 | onnxruntime (reference) |" in markdown  # fmt: skip
+    # columns: onnxruntime b1, b256, openvino b1, b256, torch b1, b256, kept
+    baseline_row = "| baseline fp32 | 1.00x fp32 | 1.00x fp32 | 0.50x fp32 | 1.25x fp32 | 0.25x fp32 | 0.50x fp32 |"
+    assert f"| digits | lenet5 {baseline_row} onnxruntime (reference) |" in markdown
     assert "| digits | lenet5 | quant.nncf | skipped |  | 1.00x int8 | 4.00x int8 | skipped |  | openvino |" in markdown
     assert "Runtime auto for lenet5; onnxruntime for lenet5, mlp (auto: every installed runtime" in markdown
+    assert "| digits | lenet5 | quant.nncf on openvino |" in markdown  # recommended with its runtime
 
 
 def test_cli_recommend_and_report(fixture_store, tmp_path):
@@ -177,6 +183,7 @@ def test_cli_recommend_and_report(fixture_store, tmp_path):
     assert result.exit_code == 0
     answers = {row["model"]: row for row in json.loads(result.stdout)}
     assert answers["mlp"]["best"] == "prune+quant" and answers["lenet5"]["best"] is None
+    assert answers["mlp"]["best_runtime"] == "onnxruntime"
     assert "nothing meets the budget" in answers["lenet5"]["why"]
     assert runner.invoke(app, ["recommend", str(tmp_path)]).exit_code == 0
     result = runner.invoke(app, ["report", str(tmp_path), "--format", "md"])

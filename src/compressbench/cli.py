@@ -373,7 +373,9 @@ def recommend(
                 "dataset": a.dataset,
                 "model": a.model,
                 "best": a.best.recipe if a.best else None,
+                "best_runtime": a.best.runtime if a.best else None,
                 "runner_up": a.runner_up.recipe if a.runner_up else None,
+                "runner_up_runtime": a.runner_up.runtime if a.runner_up else None,
                 "why": a.reason,
             }
             for a in answers
@@ -391,8 +393,8 @@ def recommend(
         table.add_row(
             answer.dataset,
             answer.model,
-            answer.best.recipe if answer.best else "nothing meets the budget",
-            answer.runner_up.recipe if answer.runner_up else "—",
+            answer.label(answer.best) or "nothing meets the budget",
+            answer.label(answer.runner_up) or "—",
             answer.reason,
         )
     out.print(table)

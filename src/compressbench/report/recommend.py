@@ -18,6 +18,11 @@ class Recommendation:
     runner_up: RecipeSummary | None
     reason: str
 
+    @staticmethod
+    def label(choice: RecipeSummary | None) -> str | None:
+        """The recipe and the runtime it was measured on: the two are recommended together."""
+        return f"{choice.recipe} on {choice.runtime}" if choice else None
+
 
 def recommend(
     summaries: list[RecipeSummary], max_accuracy_drop: float = 1.0, objective: Objective = "latency", batch: int = 256

@@ -148,8 +148,8 @@ def build_sections(store: Store, max_accuracy_drop: float = 1.0) -> dict[str, An
                 [
                     a.dataset,
                     a.model,
-                    a.best.recipe if a.best else "—",
-                    a.runner_up.recipe if a.runner_up else "—",
+                    a.label(a.best) or "—",
+                    a.label(a.runner_up) or "—",
                     a.reason,
                 ]
                 for a in answers
