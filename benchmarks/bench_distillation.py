@@ -175,7 +175,12 @@ def part_table(cache: Cache, seeds: list[int], epochs: int | None, grid: list[tu
 
 
 def part_resnet(
-    cache: Cache, seeds: list[int], train_limit: int | None, student_epochs: int, teacher_epochs: int, threads: int
+    cache: Cache,
+    seeds: list[int],
+    train_limit: int | None,
+    student_epochs: int,
+    teacher_epochs: int,
+    threads: tuple[int, int],
 ) -> dict[str, Any]:
     # The teacher and the students train on the seed-0 train split (its first `train_limit` images when scaled
     # down; val and test are always the full splits), with the ResNet's own recipe (SGD, cosine, crop + flip).
@@ -183,9 +188,9 @@ def part_resnet(
     teacher_training = default_train_config("resnet").model_copy(update={"epochs": teacher_epochs})
     job = make_job(data_config, "resnet", "none", seed=0, training=teacher_training)
     data = load_dataset(data_config, 0)
-    torch.set_num_threads(threads)  # the teacher trains once (cached); students run one process per seed
+    torch.set_num_threads(threads[0])  # the teacher trains once (cached); students may run one process per seed
     teacher, teacher_meta = trained_baseline(job, data, cache)
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads[1])
     print(f"resnet teacher: {teacher_meta.get('val_accuracy')} val, {teacher_meta.get('train_seconds', 0):.0f} s "
           f"(cached: {teacher_meta.get('cached')})", flush=True)  # fmt: skip
     settings = MeasureSettings(latency=LATENCY)
@@ -247,6 +252,7 @@ def main() -> None:
     parser.add_argument("--student-epochs", type=int, default=8, help="resnet students' epochs")
     parser.add_argument("--resnet-teacher-epochs", type=int, default=15, help="the ResNet recipe's epochs")
     parser.add_argument("--teacher-threads", type=int, default=1, help="torch threads while the teacher trains")
+    parser.add_argument("--student-threads", type=int, default=1, help="torch threads while the students train")
     args = parser.parse_args()
     cache = Cache(default_cache_dir())
     for part in args.part or PARTS:
@@ -268,7 +274,7 @@ def main() -> None:
                 args.train_limit or None,
                 args.student_epochs,
                 args.resnet_teacher_epochs,
-                args.teacher_threads,
+                (args.teacher_threads, args.student_threads),
             )
         else:
             part = "resnet"
