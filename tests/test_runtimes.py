@@ -9,7 +9,7 @@ from conftest import FAST_LATENCY, FAST_MEASURE, QUICK_TRAINING
 
 from compressbench.data import load_dataset
 from compressbench.errors import CompressbenchError
-from compressbench.measure.compare import measure_candidates
+from compressbench.measure.compare import MeasureSettings, measure_candidates
 from compressbench.measure.environment import cpu_info
 from compressbench.models import ModelConfig, build_model
 from compressbench.runner.job import make_job
@@ -72,6 +72,18 @@ def test_auto_records_every_runtime_and_keeps_the_fastest(trained):
     assert candidate["runtime"]["runtime"] == fastest and fastest in candidate["runtime_choice"]
     # The baseline stays on the reference runtime, with the others shown beside it.
     assert metrics["baseline"]["runtime"]["runtime"] == "onnxruntime" and len(metrics["baseline"]["runtimes"]) == 3
+
+
+def test_auto_compares_only_the_runtimes_asked_for(trained):
+    data, baseline, _ = trained
+    settings = FAST_MEASURE.model_copy(
+        update={"runtime": "auto", "target_batch": 32, "compare": ["onnxruntime", "openvino"]}
+    )
+    candidates = {"baseline": Candidate(module=baseline), "candidate": Candidate(module=copy.deepcopy(baseline))}
+    metrics = measure_candidates(candidates, data, settings)
+    assert set(metrics["candidate"]["runtimes"]) == set(metrics["baseline"]["runtimes"]) == {"onnxruntime", "openvino"}
+    with pytest.raises(ValueError, match="must include onnxruntime"):
+        MeasureSettings(runtime="auto", compare=["openvino"])
 
 
 def test_auto_records_a_runtime_that_cannot_serve_as_skipped(trained):

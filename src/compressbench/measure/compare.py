@@ -32,6 +32,9 @@ class MeasureSettings(BaseModel):
 
     runtime: str = Field(REFERENCE, description="a registered runtime, or 'auto' for the fastest installed one")
     target_batch: int = Field(256, ge=1, description="with runtime auto: the batch size whose latency decides")
+    compare: list[str] | None = Field(
+        None, description="with runtime auto: the runtimes to compare (installed ones among them); default: all"
+    )
     latency: LatencySettings = LatencySettings()
     exporter: Literal["torchscript", "dynamo"] = "torchscript"
     verify_atol: float = Field(1e-3, gt=0, description="largest allowed |torch - ONNX| logit difference after export")
@@ -42,6 +45,16 @@ class MeasureSettings(BaseModel):
     def known_runtime(cls, value: str) -> str:
         if value != "auto" and value not in runtimes:
             raise ValueError(unknown_name_message("runtime", value, [*runtimes.names(), "auto"]))
+        return value
+
+    @field_validator("compare")
+    @classmethod
+    def known_runtimes(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if name not in runtimes:
+                raise ValueError(unknown_name_message("runtime", name, runtimes.names()))
+        if value is not None and REFERENCE not in value:
+            raise ValueError(f"must include {REFERENCE}, the baseline's reference runtime")
         return value
 
 
@@ -66,7 +79,10 @@ def measure_candidates(
     candidates: dict[str, Candidate], data: DataBundle, settings: MeasureSettings
 ) -> dict[str, dict[str, Any]]:
     """Metrics for each named candidate; every (candidate, runtime) session is timed in one interleaved pass."""
-    names = installed_runtimes() if settings.runtime == "auto" else [settings.runtime]
+    if settings.runtime == "auto":
+        names = [name for name in installed_runtimes() if settings.compare is None or name in settings.compare]
+    else:
+        names = [settings.runtime]
     if settings.runtime != "auto" and (problem := runtimes.get(settings.runtime).missing()):
         raise CompressbenchError(problem)
     protos = {n: exported(c, data, settings) if c.openvino is None else None for n, c in candidates.items()}

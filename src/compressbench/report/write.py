@@ -192,8 +192,9 @@ def footer_lines(sections: dict[str, Any]) -> list[str]:
         else "; ".join(f"{setting} for {', '.join(models)}" for setting, models in chosen.items())
     )
     if "auto" in chosen:
+        compared = ", ".join(settings.get("compare") or []) or "every installed runtime"
         where += (
-            f" (auto: every installed runtime timed in the same interleaved pass, the fastest at batch "
+            f" (auto: {compared} timed in the same interleaved pass, the fastest at batch "
             f"{settings['target_batch']} kept, the baseline always ONNX Runtime fp32)"
         )
     return [
