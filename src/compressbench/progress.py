@@ -42,12 +42,15 @@ def log(message: str) -> None:
 
 
 @contextmanager
-def quiet_root_logger(level: int = logging.ERROR) -> Iterator[None]:
-    """Silence libraries that advise through the root logger (ONNX Runtime's quantizer) for one call."""
-    root = logging.getLogger()
-    previous = root.level
-    root.setLevel(level)
+def quiet_root_logger(level: int = logging.ERROR, also: tuple[str, ...] = ()) -> Iterator[None]:
+    """Silence libraries that advise through the root logger (ONNX Runtime's quantizer), and the loggers named in
+    `also` that set their own level (NNCF's), for one call."""
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in also)]
+    previous = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(level)
     try:
         yield
     finally:
-        root.setLevel(previous)
+        for logger, was in zip(loggers, previous, strict=True):
+            logger.setLevel(was)

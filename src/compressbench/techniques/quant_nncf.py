@@ -65,7 +65,7 @@ class NncfQuantization(Technique):
         validation = [(val_x[i : i + 1], int(val_y[i])) for i in range(len(val_y))]
         try:
             # NNCF draws progress bars on stdout; keep stdout for `--json` output.
-            with quiet_root_logger(), contextlib.redirect_stdout(sys.stderr):
+            with quiet_root_logger(also=("nncf",)), contextlib.redirect_stdout(sys.stderr):
                 if config.max_accuracy_drop_pt is None or not validation:
                     quantized = nncf.quantize(model, nncf.Dataset(items), **options)
                 else:
