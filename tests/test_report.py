@@ -173,7 +173,7 @@ def test_the_runtime_dimension_shows_every_runtime_and_the_one_kept(fixture_stor
     baseline_row = "| baseline fp32 | 1.00x fp32 | 1.00x fp32 | 0.50x fp32 | 1.25x fp32 | 0.25x fp32 | 0.50x fp32 |"
     assert f"| digits | lenet5 {baseline_row} onnxruntime (reference) |" in markdown
     assert "| digits | lenet5 | quant.nncf | skipped |  | 1.00x int8 | 4.00x int8 | skipped |  | openvino |" in markdown
-    assert "Runtime auto for lenet5; onnxruntime for lenet5, mlp (auto: every installed runtime" in markdown
+    assert "Runtime auto over every installed runtime for lenet5; onnxruntime for lenet5, mlp (auto: " in markdown
     assert "| digits | lenet5 | quant.nncf on openvino |" in markdown  # recommended with its runtime
 
 

@@ -160,7 +160,11 @@ def build_sections(store: Store, max_accuracy_drop: float = 1.0) -> dict[str, An
     runtime_settings: dict[str, set[str]] = defaultdict(set)
     for run in runs:
         if run.status == "ok" and run.result:
-            runtime_settings[run.result["measurement"]["runtime"]].add(run.model)
+            measured = run.result["measurement"]
+            label = measured["runtime"]
+            if label == "auto":
+                label += f" over {', '.join(measured.get('compare') or []) or 'every installed runtime'}"
+            runtime_settings[label].add(run.model)
     return {
         "summaries": summaries,
         "groups": groups,
@@ -191,11 +195,10 @@ def footer_lines(sections: dict[str, Any]) -> list[str]:
         if len(chosen) == 1
         else "; ".join(f"{setting} for {', '.join(models)}" for setting, models in chosen.items())
     )
-    if "auto" in chosen:
-        compared = ", ".join(settings.get("compare") or []) or "every installed runtime"
+    if any(label.startswith("auto") for label in chosen):
         where += (
-            f" (auto: {compared} timed in the same interleaved pass, the fastest at batch "
-            f"{settings['target_batch']} kept, the baseline always ONNX Runtime fp32)"
+            " (auto: those runtimes timed in the same interleaved pass, the fastest at the target batch kept, the "
+            "baseline always ONNX Runtime fp32)"
         )
     return [
         f"Runtime {where}; {latency['threads']} intra-op thread(s); batch sizes "
