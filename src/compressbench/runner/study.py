@@ -95,24 +95,23 @@ def plan(spec: StudySpec) -> tuple[list[JobConfig], list[str]]:
 
 
 def _training(spec: StudySpec, model: str) -> TrainConfig:
-    overrides = spec.training.get(model, {})
-    try:
-        return TrainConfig(**{**default_train_config(model).model_dump(), **overrides})
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise CompressbenchError(f"study {spec.name}: training.{model}.{first['loc'][0]}: {first['msg']}") from None
+    return _with_overrides(spec, "training", model, TrainConfig, default_train_config(model).model_dump())
 
 
 def _measure(spec: StudySpec, model: str) -> MeasureSettings:
-    overrides = spec.model_measure.get(model)
-    if not overrides:
+    if model not in spec.model_measure:
         return spec.measure
+    return _with_overrides(spec, "model_measure", model, MeasureSettings, spec.measure.model_dump())
+
+
+def _with_overrides(spec: StudySpec, section: str, model: str, settings: type[Any], defaults: dict[str, Any]) -> Any:
+    """`defaults` with the study's per-model overrides from `section`; a bad field is named with its path."""
     try:
-        return MeasureSettings(**{**spec.measure.model_dump(), **overrides})
+        return settings(**{**defaults, **getattr(spec, section).get(model, {})})
     except ValidationError as error:
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
-        raise CompressbenchError(f"study {spec.name}: model_measure.{model}.{field}: {first['msg']}") from None
+        raise CompressbenchError(f"study {spec.name}: {section}.{model}.{field}: {first['msg']}") from None
 
 
 def run_study(spec: StudySpec | Path | str, out: Path | str, cache: Cache | None = None) -> dict[str, int]:
