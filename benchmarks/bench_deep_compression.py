@@ -1,7 +1,7 @@
 """Deep Compression (Han, Mao & Dally 2016) on Fashion-MNIST, stage by stage: pruning, + weight sharing, + Huffman.
 
 For `mlp` (LeNet-300-100, the paper's 40x on MNIST) and `lenet5`: the recipe runs once on the cached baseline and
-the candidate is measured after every stage (`run_job(..., measure_every_step=True)`), so every stage has its
+the candidate is measured after every stage (`cb.compress(..., measure_every_step=True)`), so every stage has its
 measured accuracy on ONNX Runtime next to its stored bytes. Compression = fp32 parameter bytes / stored bytes (the
 paper's measure); the runtime model stays float, so latency is reported only to show it does not move. Saves
 benchmarks/results/deep_compression.json.
@@ -17,15 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from compressbench.cache import Cache, default_cache_dir
-from compressbench.data import DatasetConfig
-from compressbench.measure import LatencySettings
-from compressbench.measure.compare import MeasureSettings
-from compressbench.runner.job import make_job, run_job
+import compressbench as cb
 
 RESULTS = Path(__file__).parent / "results" / "deep_compression.json"
-DATASET = DatasetConfig(name="fashion-mnist")
-LATENCY = LatencySettings(threads=1, batch_sizes=(1, 256))
+DATASET = cb.DatasetConfig(name="fashion-mnist")
+LATENCY = cb.LatencySettings(threads=1, batch_sizes=(1, 256))
 
 # The pruning stage as bench_pruning.py tuned it for the MLP (lr 1e-3, ramp 0.5); scope and epochs are arguments.
 PRUNE = {
@@ -44,35 +40,34 @@ def recipe(sparsity: float, scope: str, epochs: int) -> dict[str, Any]:
     return {"name": f"deep-compression {scope} {sparsity:g} ft{epochs}", "steps": [prune, SHARE, HUFFMAN]}
 
 
-def run_stages(model: str, steps: dict[str, Any], cache: Cache) -> list[dict[str, Any]]:
+def run_stages(model: str, steps: dict[str, Any]) -> list[dict[str, Any]]:
     started = time.perf_counter()
-    job = make_job(DATASET, model, steps, measure=MeasureSettings(latency=LATENCY))
-    result = run_job(job, cache, measure_every_step=True)
-    print(f"{model}: {job.recipe['name']} in {time.perf_counter() - started:.0f} s", flush=True)
+    result = cb.compress(DATASET, model, steps, measure=cb.MeasureSettings(latency=LATENCY), measure_every_step=True)
+    print(f"{model}: {result.recipe} in {time.perf_counter() - started:.0f} s", flush=True)
     rows = []
-    for name, stage in zip(STAGES, result["stages"], strict=True):
-        base, cand = stage["baseline"], stage["candidate"]
+    for name, stage in zip(STAGES, result.stages, strict=True):
+        base, cand = stage.baseline, stage.candidate
         row = {
             "model": model,
             "stage": name,
-            "baseline_accuracy": base["accuracy"],
-            "accuracy": cand["accuracy"],
-            "accuracy_drop_pt": stage["accuracy_drop_pt"],
-            "fp32_param_bytes": base["params"] * 4,
-            "stored_bytes": cand["stored_bytes"],
-            "storage": cand["storage"],
-            "compression": stage["compression_ratio"],
-            "nonzero_params": cand["nonzero_params"],
-            "speedup": stage["speedup"],
-            "records": stage["steps"][-1],
+            "baseline_accuracy": base.accuracy,
+            "accuracy": cand.accuracy,
+            "accuracy_drop_pt": stage.accuracy_drop_pt,
+            "fp32_param_bytes": base.params * 4,
+            "stored_bytes": cand.stored_bytes,
+            "storage": cand.storage,
+            "compression": stage.compression_ratio,
+            "nonzero_params": cand.nonzero_params,
+            "speedup": stage.speedup,
+            "records": stage.steps[-1],
         }
         rows.append(row)
-        parts = ", ".join(f"{part} {size:,}" for part, size in (cand["storage"] or {}).items())
+        parts = ", ".join(f"{part} {size:,}" for part, size in (cand.storage or {}).items())
         print(
-            f"{model:7} {name:10} acc {base['accuracy']:.4f} -> {cand['accuracy']:.4f} "
-            f"(drop {stage['accuracy_drop_pt']:+.2f} pt)  fp32 params {row['fp32_param_bytes']:,} B -> stored "
-            f"{cand['stored_bytes']:,} B ({row['compression']:.1f}x)  speed-up b1 {stage['speedup']['1']:.2f}x "
-            f"b256 {stage['speedup']['256']:.2f}x\n          parts: {parts}",
+            f"{model:7} {name:10} acc {base.accuracy:.4f} -> {cand.accuracy:.4f} "
+            f"(drop {stage.accuracy_drop_pt:+.2f} pt)  fp32 params {row['fp32_param_bytes']:,} B -> stored "
+            f"{cand.stored_bytes:,} B ({row['compression']:.1f}x)  speed-up b1 {stage.speedup['1']:.2f}x "
+            f"b256 {stage.speedup['256']:.2f}x\n          parts: {parts}",
             flush=True,
         )
     return rows
@@ -85,11 +80,10 @@ def main() -> None:
     parser.add_argument("--scope", choices=["layer", "global"], default="layer", help="the pruning stage's scope")
     parser.add_argument("--fine-tune-epochs", type=int, default=10, help="the pruning stage's fine-tuning epochs")
     args = parser.parse_args()
-    cache = Cache(default_cache_dir())
     saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     epochs = args.fine_tune_epochs
     for model in args.models:
-        rows = run_stages(model, recipe(args.sparsity, args.scope, epochs), cache)
+        rows = run_stages(model, recipe(args.sparsity, args.scope, epochs))
         saved[f"{model} {args.scope} {args.sparsity:g} ft{epochs}"] = {
             "dataset": DATASET.name,
             "sparsity": args.sparsity,

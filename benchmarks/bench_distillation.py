@@ -31,19 +31,11 @@ from typing import Any
 
 import torch
 
-from compressbench.cache import Cache, default_cache_dir
-from compressbench.data import DatasetConfig, load_dataset
-from compressbench.measure import LatencySettings
-from compressbench.measure.compare import MeasureSettings, measure_candidates
-from compressbench.measure.environment import environment
-from compressbench.runner.job import make_job, run_job, trained_baseline
-from compressbench.techniques import Candidate, Context
-from compressbench.techniques.distill import KDConfig, KnowledgeDistillation
-from compressbench.training import default_train_config, evaluate
+import compressbench as cb
 
 PARTS = ["table", "table-default-budget", "mlp", "resnet", "resnet-combine"]
 RESULTS = Path(__file__).parent / "results" / "distillation.json"
-LATENCY = LatencySettings(threads=1, batch_sizes=(1, 256))
+LATENCY = cb.LatencySettings(threads=1, batch_sizes=(1, 256))
 GRID = [(1.0, 0.5), (2.0, 0.5), (4.0, 0.5), (8.0, 0.5), (4.0, 0.2), (4.0, 0.9)]
 # At the default budget (twice the teacher's 20 epochs, early stopping) each student costs 2-4 minutes here.
 GRID_DEFAULT_BUDGET = [(1.0, 0.5), (2.0, 0.5), (4.0, 0.5)]
@@ -81,20 +73,20 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def row_from(seed: int, metrics: dict[str, dict], record: dict[str, Any]) -> dict[str, Any]:
+def row_from(seed: int, metrics: dict[str, cb.Metrics], record: dict[str, Any]) -> dict[str, Any]:
     teacher, alone, distilled = metrics["baseline"], metrics["control"], metrics["candidate"]
     return {
         "seed": seed,
-        "teacher_accuracy": teacher["accuracy"],
-        "alone_accuracy": alone["accuracy"],
-        "distilled_accuracy": distilled["accuracy"],
-        "gain_pt": (distilled["accuracy"] - alone["accuracy"]) * 100,
-        "gap_to_teacher_pt": (teacher["accuracy"] - distilled["accuracy"]) * 100,
-        "alone_gap_to_teacher_pt": (teacher["accuracy"] - alone["accuracy"]) * 100,
-        "speedup": {b: teacher["latency_ms"][b] / distilled["latency_ms"][b] for b in teacher["latency_ms"]},
-        "latency_ms": {"teacher": teacher["latency_ms"], "student": distilled["latency_ms"]},
-        "params": {"teacher": teacher["params"], "student": distilled["params"]},
-        "param_ratio": teacher["params"] / distilled["params"],
+        "teacher_accuracy": teacher.accuracy,
+        "alone_accuracy": alone.accuracy,
+        "distilled_accuracy": distilled.accuracy,
+        "gain_pt": (distilled.accuracy - alone.accuracy) * 100,
+        "gap_to_teacher_pt": (teacher.accuracy - distilled.accuracy) * 100,
+        "alone_gap_to_teacher_pt": (teacher.accuracy - alone.accuracy) * 100,
+        "speedup": {b: teacher.latency_ms[b] / distilled.latency_ms[b] for b in teacher.latency_ms},
+        "latency_ms": {"teacher": teacher.latency_ms, "student": distilled.latency_ms},
+        "params": {"teacher": teacher.params, "student": distilled.params},
+        "param_ratio": teacher.params / distilled.params,
         "step": record,
     }
 
@@ -120,17 +112,16 @@ def print_rows(label: str, rows: list[dict[str, Any]], result: dict[str, Any]) -
     )
 
 
-def part_mlp(cache: Cache, seeds: list[int]) -> dict[str, Any]:
+def part_mlp(cache: cb.Cache, seeds: list[int]) -> dict[str, Any]:
     recipe = {"name": "distill.kd-w0.25", "steps": [{"technique": "distill.kd", "width": 0.25}]}
     rows = []
     for seed in seeds:
         started = time.perf_counter()
-        job = make_job(DatasetConfig(name="fashion-mnist"), "mlp", recipe, seed=seed,
-                       measure=MeasureSettings(latency=LATENCY))  # fmt: skip
-        result = run_job(job, cache)
-        metrics = {k: result[k] for k in ("baseline", "candidate", "control")}
-        row = row_from(seed, metrics, result["steps"][-1])
-        row["teacher_training"] = result["baseline_training"]
+        result = cb.compress(cb.DatasetConfig(name="fashion-mnist"), "mlp", recipe, seed=seed,
+                             measure=cb.MeasureSettings(latency=LATENCY), cache=cache)  # fmt: skip
+        metrics = {"baseline": result.baseline, "candidate": result.candidate, "control": result.control}
+        row = row_from(seed, metrics, result.steps[-1])
+        row["teacher_training"] = result.baseline_training
         row["seconds"] = time.perf_counter() - started
         rows.append(row)
     out = {"setup": "each seed: its own split, LeNet-300-100 teacher (default recipe), 0.25-width student and "
@@ -140,21 +131,21 @@ def part_mlp(cache: Cache, seeds: list[int]) -> dict[str, Any]:
     return out
 
 
-def part_table(cache: Cache, seeds: list[int], epochs: int | None, grid: list[tuple[float, float]]) -> dict:
-    data = load_dataset(DatasetConfig(name="fashion-mnist"), 0)
-    job = make_job(DatasetConfig(name="fashion-mnist"), "mlp", "none", seed=0)
-    teacher, _ = trained_baseline(job, data, cache)
-    teacher_test = evaluate(teacher, data.test)
+def part_table(cache: cb.Cache, seeds: list[int], epochs: int | None, grid: list[tuple[float, float]]) -> dict:
+    trained = cb.baseline(cb.DatasetConfig(name="fashion-mnist"), "mlp", seed=0, cache=cache)
+    teacher, data, job = trained.module, trained.data, trained.job
+    teacher_test = cb.evaluate(teacher, data.test)
+    kd = cb.technique("distill.kd")
     cells = []
     for temperature, alpha in [(1.0, 0.0), *grid]:
         val, test = [], []
         for seed in seeds:
-            context = Context(data=data, baseline=teacher, model=job.model, train_config=job.training, seed=seed,
-                              cache=cache, latency=LATENCY)  # fmt: skip
-            config = KDConfig(temperature=temperature, alpha=alpha, width=0.25, epochs=epochs)
-            candidate = KnowledgeDistillation(config).apply(Candidate(module=copy.deepcopy(teacher)), context)
-            val.append(evaluate(candidate.module, data.val))
-            test.append(evaluate(candidate.module, data.test))
+            context = cb.Context(data=data, baseline=teacher, model=job.model, train_config=job.training, seed=seed,
+                                 cache=cache, latency=LATENCY)  # fmt: skip
+            config = kd.Config(temperature=temperature, alpha=alpha, width=0.25, epochs=epochs)
+            candidate = kd(config).apply(cb.Candidate(module=copy.deepcopy(teacher)), context)
+            val.append(cb.evaluate(candidate.module, data.val))
+            test.append(cb.evaluate(candidate.module, data.test))
         cell = {"temperature": temperature, "alpha": alpha, "val": spread(val), "test": spread(test)}
         cells.append(cell)
         label = "alone (control)" if alpha == 0 else f"T={temperature:g} alpha={alpha:g}"
@@ -175,7 +166,7 @@ def part_table(cache: Cache, seeds: list[int], epochs: int | None, grid: list[tu
 
 
 def part_resnet(
-    cache: Cache,
+    cache: cb.Cache,
     seeds: list[int],
     train_limit: int | None,
     student_epochs: int,
@@ -184,25 +175,25 @@ def part_resnet(
 ) -> dict[str, Any]:
     # The teacher and the students train on the seed-0 train split (its first `train_limit` images when scaled
     # down; val and test are always the full splits), with the ResNet's own recipe (SGD, cosine, crop + flip).
-    data_config = DatasetConfig(name="fashion-mnist", train_limit=train_limit)
-    teacher_training = default_train_config("resnet").model_copy(update={"epochs": teacher_epochs})
-    job = make_job(data_config, "resnet", "none", seed=0, training=teacher_training)
-    data = load_dataset(data_config, 0)
+    data_config = cb.DatasetConfig(name="fashion-mnist", train_limit=train_limit)
+    teacher_training = cb.default_training("resnet").model_copy(update={"epochs": teacher_epochs})
     torch.set_num_threads(threads[0])  # the teacher trains once (cached); students may run one process per seed
-    teacher, teacher_meta = trained_baseline(job, data, cache)
+    trained = cb.baseline(data_config, "resnet", seed=0, training=teacher_training, cache=cache)
+    teacher, data, job, teacher_meta = trained.module, trained.data, trained.job, trained.meta
     torch.set_num_threads(threads[1])
     print(f"resnet teacher: {teacher_meta.get('val_accuracy')} val, {teacher_meta.get('train_seconds', 0):.0f} s "
           f"(cached: {teacher_meta.get('cached')})", flush=True)  # fmt: skip
-    settings = MeasureSettings(latency=LATENCY)
+    settings = cb.MeasureSettings(latency=LATENCY)
+    kd = cb.technique("distill.kd")
     rows = []
     for seed in seeds:
         started = time.perf_counter()
-        context = Context(data=data, baseline=teacher, model=job.model, train_config=teacher_training, seed=seed,
-                          cache=cache, latency=LATENCY)  # fmt: skip
-        technique = KnowledgeDistillation(KDConfig(width=0.5, epochs=student_epochs))
-        candidate = technique.apply(Candidate(module=copy.deepcopy(teacher)), context)
-        metrics = measure_candidates(
-            {"baseline": Candidate(module=teacher), "candidate": candidate, **candidate.companions}, data, settings
+        context = cb.Context(data=data, baseline=teacher, model=job.model, train_config=teacher_training, seed=seed,
+                             cache=cache, latency=LATENCY)  # fmt: skip
+        technique = kd(kd.Config(width=0.5, epochs=student_epochs))
+        candidate = technique.apply(cb.Candidate(module=copy.deepcopy(teacher)), context)
+        metrics = cb.measure_models(
+            {"baseline": cb.Candidate(module=teacher), "candidate": candidate, **candidate.companions}, data, settings
         )
         row = row_from(seed, metrics, candidate.records[-1])
         row["seconds"] = time.perf_counter() - started
@@ -254,7 +245,7 @@ def main() -> None:
     parser.add_argument("--teacher-threads", type=int, default=1, help="torch threads while the teacher trains")
     parser.add_argument("--student-threads", type=int, default=1, help="torch threads while the students train")
     args = parser.parse_args()
-    cache = Cache(default_cache_dir())
+    cache = cb.Cache(cb.default_cache_dir())
     for part in args.part or PARTS:
         started = time.perf_counter()
         saved: dict[str, Any] = {}
@@ -281,7 +272,7 @@ def main() -> None:
             saved["resnet"] = combine_resnet()
         saved[part]["seconds"] = time.perf_counter() - started
         saved["latency_settings"] = LATENCY.model_dump(mode="json")
-        saved["environment"] = environment()
+        saved["environment"] = cb.environment()
         # Read just before writing: parts may run in parallel processes; each replaces only its own key.
         merged = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
         merged.update(saved)

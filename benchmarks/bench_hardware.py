@@ -14,11 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from compressbench import compress
-from compressbench.errors import CompressbenchError
-from compressbench.measure import LatencySettings
-from compressbench.measure.compare import MeasureSettings
-from compressbench.training import default_train_config
+import compressbench as cb
 
 DATASET = {"mlp": "fashion-mnist", "lenet5": "fashion-mnist", "resnet": "fashion-mnist", "conv1d": "mnist1d"}
 PRUNE = {"technique": "prune.channels", "ratio": 0.5}
@@ -39,49 +35,48 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(DATASET))
     parser.add_argument("--resnet-epochs", type=int, default=15, help="baseline epochs of the ResNet (its recipe: 15)")
     args = parser.parse_args()
-    measure = MeasureSettings(runtime="auto", target_batch=256, latency=LatencySettings(batch_sizes=(1, 256)))
+    measure = cb.MeasureSettings(runtime="auto", target_batch=256, latency=cb.LatencySettings(batch_sizes=(1, 256)))
     rows = []
     for model in args.models:
-        training = default_train_config(model)
+        training = cb.default_training(model)
         if model == "resnet":
             training = training.model_copy(update={"epochs": args.resnet_epochs})
         for variant, steps in VARIANTS.items():
             recipe = {"name": variant, "steps": steps}
             try:
-                result = compress(
+                result = cb.compress(
                     DATASET[model], model, recipe, training=training, measure=measure, store=RESULTS / "hardware.db"
                 )
-            except CompressbenchError as error:
+            except cb.CompressbenchError as error:
                 rows.append({"model": model, "variant": variant, "refused": str(error)})
                 print(f"{model:7} {variant:26} refused: {error}", flush=True)
                 continue
-            base = result["baseline"]["latency_ms"]
+            base = result.baseline.latency_ms
+            runtimes = result.candidate.runtimes or {}
             per_runtime = {
                 runtime: {b: base[b] / ms for b, ms in figures["latency_ms"].items()}
-                for runtime, figures in result["candidate"]["runtimes"].items()
+                for runtime, figures in runtimes.items()
                 if "latency_ms" in figures
             }
             row = {
                 "model": model,
                 "dataset": DATASET[model],
                 "variant": variant,
-                "best_runtime": result["candidate"]["runtime"]["runtime"],
-                "best_speedup": result["speedup"],
-                "accuracy_drop_pt": result["accuracy_drop_pt"],
+                "best_runtime": result.candidate.runtime["runtime"],
+                "best_speedup": result.speedup,
+                "accuracy_drop_pt": result.accuracy_drop_pt,
                 "speedup_by_runtime": per_runtime,
-                "precision_by_runtime": {
-                    rt: f["runtime"]["precision"] for rt, f in result["candidate"]["runtimes"].items() if "runtime" in f
-                },
-                "skipped": {rt: f["skipped"] for rt, f in result["candidate"]["runtimes"].items() if "skipped" in f},
-                "fp32_accuracy": result["baseline"]["accuracy"],
-                "accuracy": result["candidate"]["accuracy"],
+                "precision_by_runtime": {rt: f["runtime"]["precision"] for rt, f in runtimes.items() if "runtime" in f},
+                "skipped": {rt: f["skipped"] for rt, f in runtimes.items() if "skipped" in f},
+                "fp32_accuracy": result.baseline.accuracy,
+                "accuracy": result.candidate.accuracy,
                 "baseline_epochs": training.epochs,
             }
             rows.append(row)
             cells = "  ".join(f"{rt} b1 {s['1']:.2f}x b256 {s['256']:.2f}x" for rt, s in sorted(per_runtime.items()))
             print(
-                f"{model:7} {variant:26} best {row['best_runtime']:11} b1 {result['speedup']['1']:.2f}x "
-                f"b256 {result['speedup']['256']:.2f}x  drop {result['accuracy_drop_pt']:+.2f} pt  | {cells}",
+                f"{model:7} {variant:26} best {row['best_runtime']:11} b1 {result.speedup['1']:.2f}x "
+                f"b256 {result.speedup['256']:.2f}x  drop {result.accuracy_drop_pt:+.2f} pt  | {cells}",
                 flush=True,
             )
     # Models not run this time keep their rows, so the table can be filled one model at a time.

@@ -23,19 +23,10 @@ from pathlib import Path
 
 import torch
 
-from compressbench import compress
-from compressbench.cache import Cache, default_cache_dir
-from compressbench.data import DatasetConfig, load_dataset
-from compressbench.measure import LatencySettings
-from compressbench.measure.compare import MeasureSettings
-from compressbench.measure.size import count_macs
-from compressbench.recipes import load_recipe
-from compressbench.runner.job import make_job, trained_baseline
-from compressbench.techniques import Candidate, Context
-from compressbench.training import default_train_config, evaluate
+import compressbench as cb
 
 RESULTS = Path(__file__).parent / "results" / "pruning.json"
-DATASET = DatasetConfig(name="fashion-mnist")
+DATASET = cb.DatasetConfig(name="fashion-mnist")
 RESNET_EPOCHS = 4
 
 MLP_RECIPE = {
@@ -70,59 +61,58 @@ def resnet_recipe(epochs: int) -> dict:
 
 
 def training_for(model: str):
-    training = default_train_config(model)
+    training = cb.default_training(model)
     if model == "resnet":
         training = training.model_copy(update={"epochs": RESNET_EPOCHS})
     return training
 
 
-def side_by_side(model: str, recipe: dict, cache: Cache, latency: LatencySettings) -> dict:
+def side_by_side(model: str, recipe: dict, cache: cb.Cache, latency: cb.LatencySettings) -> dict:
     started = time.perf_counter()
-    result = compress(
-        DATASET, model, recipe, training=training_for(model), measure=MeasureSettings(latency=latency), cache=cache
+    result = cb.compress(
+        DATASET, model, recipe, training=training_for(model), measure=cb.MeasureSettings(latency=latency), cache=cache
     )
-    base, cand = result["baseline"], result["candidate"]
+    base, cand = result.baseline, result.candidate
     row = {
         "model": model,
         "recipe": recipe,
-        "baseline_accuracy": base["accuracy"],
-        "candidate_accuracy": cand["accuracy"],
-        "accuracy_drop_pt": result["accuracy_drop_pt"],
-        "speedup": result["speedup"],
-        "latency_ms": {"baseline": base["latency_ms"], "candidate": cand["latency_ms"]},
-        "macs": [base["macs"], cand["macs"]],
-        "params": [base["params"], cand["params"]],
-        "nonzero_params": [base["nonzero_params"], cand["nonzero_params"]],
-        "file_bytes": [base["size_bytes"], cand["size_bytes"]],
-        "zstd_bytes": [base["zstd_bytes"], cand["zstd_bytes"]],
-        "stored_bytes": [base["stored_bytes"], cand["stored_bytes"]],
-        "candidate_storage": cand["storage"],
-        "compressed_size_ratio": base["zstd_bytes"] / cand["stored_bytes"],
-        "flags": result["flags"],
-        "steps": result["steps"],
+        "baseline_accuracy": base.accuracy,
+        "candidate_accuracy": cand.accuracy,
+        "accuracy_drop_pt": result.accuracy_drop_pt,
+        "speedup": result.speedup,
+        "latency_ms": {"baseline": base.latency_ms, "candidate": cand.latency_ms},
+        "macs": [base.macs, cand.macs],
+        "params": [base.params, cand.params],
+        "nonzero_params": [base.nonzero_params, cand.nonzero_params],
+        "file_bytes": [base.size_bytes, cand.size_bytes],
+        "zstd_bytes": [base.zstd_bytes, cand.zstd_bytes],
+        "stored_bytes": [base.stored_bytes, cand.stored_bytes],
+        "candidate_storage": cand.storage,
+        "compressed_size_ratio": base.zstd_bytes / cand.stored_bytes,
+        "flags": result.flags,
+        "steps": result.steps,
         "seconds": time.perf_counter() - started,
     }
     print(
-        f"{model:7} {recipe['name']:18} acc {base['accuracy']:.4f} -> {cand['accuracy']:.4f} "
-        f"(drop {result['accuracy_drop_pt']:+.2f} pt)  speed-up b1 {result['speedup']['1']:.2f}x "
-        f"b256 {result['speedup']['256']:.2f}x  MACs {base['macs'] / cand['macs']:.2f}x fewer  "
-        f"params {base['params']:,} -> {cand['params']:,} (non-zero {cand['nonzero_params']:,})  "
-        f"compressed {base['zstd_bytes']:,} B -> {cand['stored_bytes']:,} B ({row['compressed_size_ratio']:.2f}x)  "
+        f"{model:7} {recipe['name']:18} acc {base.accuracy:.4f} -> {cand.accuracy:.4f} "
+        f"(drop {result.accuracy_drop_pt:+.2f} pt)  speed-up b1 {result.speedup['1']:.2f}x "
+        f"b256 {result.speedup['256']:.2f}x  MACs {base.macs / cand.macs:.2f}x fewer  "
+        f"params {base.params:,} -> {cand.params:,} (non-zero {cand.nonzero_params:,})  "
+        f"compressed {base.zstd_bytes:,} B -> {cand.stored_bytes:,} B ({row['compressed_size_ratio']:.2f}x)  "
         f"[{row['seconds']:.0f} s]",
         flush=True,
     )
-    for flag in result["flags"]:
+    for flag in result.flags:
         print(f"        flag: {flag}", flush=True)
     return row
 
 
-def sensitivity_vs_uniform(cache: Cache, seeds: list[int], ratio: float, epochs: int) -> dict:
+def sensitivity_vs_uniform(cache: cb.Cache, seeds: list[int], ratio: float, epochs: int) -> dict:
     """Both recipes on the same (cached) ResNet baseline; seeds vary the fine-tuning (order, augmentation)."""
-    job = make_job(DATASET, "resnet", "none", training=training_for("resnet"))
-    data = load_dataset(job.dataset, job.seed)
-    baseline, _meta = trained_baseline(job, data, cache)
+    trained = cb.baseline(DATASET, "resnet", training=training_for("resnet"), cache=cache)
+    baseline, data, job = trained.module, trained.data, trained.job
     shape = data.spec.input_shape
-    base_accuracy = evaluate(baseline, data.test)
+    base_accuracy = cb.evaluate(baseline, data.test)
     rows: dict[str, list[dict]] = {"uniform": [], "sensitivity": []}
     for seed in seeds:
         for mode in ("uniform", "sensitivity"):
@@ -134,8 +124,8 @@ def sensitivity_vs_uniform(cache: Cache, seeds: list[int], ratio: float, epochs:
                 "fine_tune_epochs": epochs,
                 "fine_tune_lr": 0.02,
             }
-            step = load_recipe({"name": mode, "steps": [options]}).steps[0]
-            context = Context(
+            step = cb.load_recipe({"name": mode, "steps": [options]}).steps[0]
+            context = cb.Context(
                 data=data,
                 baseline=baseline,
                 model=job.model,
@@ -144,13 +134,13 @@ def sensitivity_vs_uniform(cache: Cache, seeds: list[int], ratio: float, epochs:
                 cache=cache,
                 latency=job.measure.latency,
             )
-            candidate = step.build().apply(Candidate(module=copy.deepcopy(baseline)), context)
+            candidate = step.build().apply(cb.Candidate(module=copy.deepcopy(baseline)), context)
             record = candidate.records[-1]
             rows[mode].append(
                 {
                     "seed": seed,
-                    "test_accuracy": evaluate(candidate.module, data.test),
-                    "macs_kept": count_macs(candidate.module, shape) / count_macs(baseline, shape),
+                    "test_accuracy": cb.evaluate(candidate.module, data.test),
+                    "macs_kept": cb.count_macs(candidate.module, shape) / cb.count_macs(baseline, shape),
                     "channels": record["channels"],
                     "allocated": record.get("sensitivity", {}).get("allocated"),
                     "seconds": time.perf_counter() - started,
@@ -195,8 +185,8 @@ def main() -> None:
     # One training thread: on a 2-core machine shared with other jobs, two OpenMP threads spin and ran 5x slower.
     torch.set_num_threads(1)
     parts = set(args.only.split(","))
-    latency = LatencySettings(threads=1, batch_sizes=(1, 256))
-    cache = Cache(default_cache_dir())
+    latency = cb.LatencySettings(threads=1, batch_sizes=(1, 256))
+    cache = cb.Cache(cb.default_cache_dir())
     report = {"settings": latency.model_dump(), "cache": str(cache.root)}
     if "mlp" in parts:
         report["mlp_magnitude"] = side_by_side("mlp", MLP_RECIPE, cache, latency)
@@ -208,9 +198,7 @@ def main() -> None:
         report["resnet_sensitivity_vs_uniform"] = sensitivity_vs_uniform(
             cache, list(range(args.seeds)), 0.5, args.sensitivity_epochs
         )
-    from compressbench.measure.environment import environment
-
-    report["environment"] = environment()
+    report["environment"] = cb.environment()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     # Parts may run as separate processes: merge into what is on disk now, not what was there at the start.
     latest = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}

@@ -27,52 +27,41 @@ from typing import Any
 import numpy as np
 import onnx
 
-from compressbench import compress
-from compressbench.cache import Cache, default_cache_dir
-from compressbench.data import DatasetConfig, load_dataset
-from compressbench.measure import LatencySettings
-from compressbench.measure.accuracy import measure_accuracy
-from compressbench.measure.compare import MeasureSettings
-from compressbench.measure.environment import environment
-from compressbench.runner.job import make_job, trained_baseline
-from compressbench.runtime import export_onnx, open_session
-from compressbench.techniques.quant_static import preprocess, quantize_static_graph
-from compressbench.training import default_train_config
+import compressbench as cb
 
 os.environ.setdefault("COMPRESSBENCH_PROGRESS", "off")
 RESULTS = Path(__file__).parent / "results" / "quantization.json"
-DATASET = DatasetConfig(name="fashion-mnist")
-LATENCY = LatencySettings(threads=1, batch_sizes=(1, 256))
-MEASURE = MeasureSettings(latency=LATENCY)
+DATASET = cb.DatasetConfig(name="fashion-mnist")
+LATENCY = cb.LatencySettings(threads=1, batch_sizes=(1, 256))
+MEASURE = cb.MeasureSettings(latency=LATENCY)
 MODELS = ["mlp", "lenet5", "resnet"]
 EVERY_LAYER = {"op_types": ["Conv", "MatMul", "Gemm", "Relu", "MaxPool", "Add", "GlobalAveragePool", "Flatten"],
                "exclude": []}  # fmt: skip
 
 
 def training(model: str):
-    config = default_train_config(model)
+    config = cb.default_training(model)
     return config.model_copy(update={"epochs": 4}) if model == "resnet" else config
 
 
 def run(model: str, steps: list[dict[str, Any]], name: str) -> dict[str, Any]:
     started = time.perf_counter()
-    result = compress(DATASET, model, {"name": name, "steps": steps}, training=training(model), measure=MEASURE,
-                      cache=Cache(default_cache_dir()))  # fmt: skip
+    result = cb.compress(DATASET, model, {"name": name, "steps": steps}, training=training(model), measure=MEASURE)
+    base, cand = result.baseline, result.candidate
     row = {
         "model": model, "recipe": name, "steps": steps,
-        "speedup": result["speedup"],
+        "speedup": result.speedup,
         # Ratio of the 10th-percentile call times: closer to an uncontended machine when neighbours load the CPU.
-        "speedup_p10": {b: result["baseline"]["latency"][b]["p10_ms"] / result["candidate"]["latency"][b]["p10_ms"]
-                        for b in result["speedup"]},
-        "fp32_accuracy": result["baseline"]["accuracy"],
-        "accuracy": result["candidate"]["accuracy"], "accuracy_drop_pt": result["accuracy_drop_pt"],
-        "size_ratio": result["size_ratio"], "compression_ratio": result["compression_ratio"],
-        "fp32_ms": result["baseline"]["latency_ms"], "candidate_ms": result["candidate"]["latency_ms"],
-        "storage": result["candidate"]["storage"], "stored_bytes": result["candidate"]["stored_bytes"],
-        "fp32_param_bytes": result["baseline"]["params"] * 4, "flags": result["flags"],
-        "records": result["steps"], "seconds": time.perf_counter() - started,
+        "speedup_p10": {b: base.latency[b]["p10_ms"] / cand.latency[b]["p10_ms"] for b in result.speedup},
+        "fp32_accuracy": base.accuracy,
+        "accuracy": cand.accuracy, "accuracy_drop_pt": result.accuracy_drop_pt,
+        "size_ratio": result.size_ratio, "compression_ratio": result.compression_ratio,
+        "fp32_ms": base.latency_ms, "candidate_ms": cand.latency_ms,
+        "storage": cand.storage, "stored_bytes": cand.stored_bytes,
+        "fp32_param_bytes": base.params * 4, "flags": result.flags,
+        "records": result.steps, "seconds": time.perf_counter() - started,
     }  # fmt: skip
-    chosen = next((r.get("chosen") for r in reversed(result["steps"]) if "chosen" in r), None)
+    chosen = next((r.get("chosen") for r in reversed(result.steps) if "chosen" in r), None)
     print(
         f"{model:7} {name:34} b1 {row['speedup']['1']:.2f}x  b256 {row['speedup']['256']:.2f}x  "
         f"(p10 ratio b1 {row['speedup_p10']['1']:.2f}x b256 {row['speedup_p10']['256']:.2f}x)  "
@@ -127,16 +116,12 @@ class FlushedSession:
 def denormal_check(model: str) -> list[dict]:
     """The trained fp32 baseline with and without flushing denormals, and dynamic int8, interleaved: how much of the
     int8 speed-up is the fp32 kernels slowing down on denormal intermediate values."""
-    from compressbench.measure.latency import measure_latency_interleaved
-    from compressbench.techniques.quant_dynamic import quantize_dynamic_graph
-
-    job = make_job(DATASET, model, "none", training=training(model), measure=MEASURE)
-    data = load_dataset(job.dataset, job.seed)
-    baseline, _ = trained_baseline(job, data, Cache(default_cache_dir()))
-    fp32 = export_onnx(baseline, data.spec.input_shape)
-    int8 = quantize_dynamic_graph("bench", fp32, ["MatMul", "Gemm"], [], False, "int8")
+    trained = cb.baseline(DATASET, model, training=training(model))
+    baseline, data = trained.module, trained.data
+    fp32 = cb.export_onnx(baseline, data.spec.input_shape)
+    int8 = cb.quantize_dynamic_graph("bench", fp32, ["MatMul", "Gemm"], [], False, "int8")
     sessions = [FlushedSession(fp32, False), FlushedSession(fp32, True), FlushedSession(int8, False)]
-    plain, flushed, dynamic = measure_latency_interleaved(sessions, data.test.x[:256], LATENCY)
+    plain, flushed, dynamic = cb.measure_latency_interleaved(sessions, data.test.x[:256], LATENCY)
     row = {"model": model, "recipe": "denormal check", "fp32_ms": {b: s.p50_ms for b, s in plain.items()},
            "fp32_flushed_ms": {b: s.p50_ms for b, s in flushed.items()},
            "int8_dynamic_ms": {b: s.p50_ms for b, s in dynamic.items()}}  # fmt: skip
@@ -166,21 +151,20 @@ def section_calibration() -> list[dict]:
 
 def calibration_ablation(model: str) -> list[dict]:
     """Test accuracy of static int8 (every layer, per-channel U8S8) by calibration method and size."""
-    job = make_job(DATASET, model, "none", training=training(model), measure=MEASURE)
-    data = load_dataset(job.dataset, job.seed)
-    baseline, _ = trained_baseline(job, data, Cache(default_cache_dir()))
-    graph = preprocess("bench", export_onnx(baseline, data.spec.input_shape))
-    fp32 = measure_accuracy(open_session(graph, "onnxruntime"), data.test).accuracy
+    trained = cb.baseline(DATASET, model, training=training(model))
+    baseline, data = trained.module, trained.data
+    graph = cb.preprocess("bench", cb.export_onnx(baseline, data.spec.input_shape))
+    fp32 = cb.measure_accuracy(cb.open_session(graph, "onnxruntime"), data.test).accuracy
     rows = []
     for method in ("minmax", "percentile", "entropy"):
         for size in (64, 512):
             started = time.perf_counter()
-            quantized = quantize_static_graph(
+            quantized = cb.quantize_static_graph(
                 "bench", graph, data.calibration.x[:size], op_types=None, exclude=[], per_channel=True,
                 activation_type="uint8", weight_type="int8", reduce_range=False, calibration_method=method,
             )  # fmt: skip
             seconds = time.perf_counter() - started
-            accuracy = measure_accuracy(open_session(quantized, "onnxruntime"), data.test).accuracy
+            accuracy = cb.measure_accuracy(cb.open_session(quantized, "onnxruntime"), data.test).accuracy
             scales = activation_scales(quantized)
             row = {"model": model, "method": method, "calibration_samples": size, "fp32_accuracy": fp32,
                    "accuracy": accuracy, "accuracy_drop_pt": (fp32 - accuracy) * 100, "quantize_seconds": seconds,
@@ -247,7 +231,7 @@ def main() -> None:
         new = {key(row) for row in rows}
         old = [row for row in saved.setdefault("sections", {}).get(name, []) if key(row) not in new]
         saved["sections"][name] = old + rows
-        saved.update({"settings": LATENCY.model_dump(), "environment": environment()})
+        saved.update({"settings": LATENCY.model_dump(), "environment": cb.environment()})
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(saved, indent=1, default=str))
     print(f"saved {RESULTS}")

@@ -12,14 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from compressbench import compress
-from compressbench.cache import Cache, default_cache_dir
-from compressbench.data import load_dataset
-from compressbench.measure import LatencySettings, measure_latency_interleaved
-from compressbench.measure.compare import MeasureSettings
-from compressbench.runner.job import make_job, trained_baseline
-from compressbench.runtime import export_onnx, open_session
-from compressbench.training import default_train_config
+import compressbench as cb
 
 CASES = [
     ("fashion-mnist", "mlp"),
@@ -35,22 +28,21 @@ def main() -> None:
     parser.add_argument("--resnet-epochs", type=int, default=None, help="baseline epochs for the ResNet (default 15)")
     parser.add_argument("--models", nargs="+", default=[model for _, model in CASES], help="zoo models to measure")
     args = parser.parse_args()
-    latency = LatencySettings(threads=1, batch_sizes=(1, 256))
-    cache = Cache(default_cache_dir())
+    latency = cb.LatencySettings(threads=1, batch_sizes=(1, 256))
+    measure = cb.MeasureSettings(latency=latency)
     rows = []
     for dataset, model in [case for case in CASES if case[1] in args.models]:
-        training = default_train_config(model)
+        training = cb.default_training(model)
         if model == "resnet" and args.resnet_epochs:
             training = training.model_copy(update={"epochs": args.resnet_epochs})
-        job = make_job(dataset, model, "quant.dynamic", training=training, measure=MeasureSettings(latency=latency))
-        data = load_dataset(job.dataset, job.seed)
-        baseline, meta = trained_baseline(job, data, cache)
+        trained = cb.baseline(dataset, model, training=training)
+        baseline, data, meta = trained.module, trained.data, trained.meta
         sessions = [
-            open_session(export_onnx(baseline, data.spec.input_shape), "onnxruntime"),
-            open_session(baseline, "torch"),
+            cb.open_session(cb.export_onnx(baseline, data.spec.input_shape), "onnxruntime"),
+            cb.open_session(baseline, "torch"),
         ]
-        ort_stats, torch_stats = measure_latency_interleaved(sessions, data.test.x[:256], latency)
-        result = compress(dataset, model, "quant.dynamic", training=training, measure=job.measure, cache=cache)
+        ort_stats, torch_stats = cb.measure_latency_interleaved(sessions, data.test.x[:256], latency)
+        result = cb.compress(dataset, model, "quant.dynamic", training=training, measure=measure)
         row = {
             "dataset": dataset,
             "model": model,
@@ -58,19 +50,19 @@ def main() -> None:
             "ort_fp32_ms": {b: s.p50_ms for b, s in ort_stats.items()},
             "torch_eager_ms": {b: s.p50_ms for b, s in torch_stats.items()},
             "ort_over_torch_speedup": {b: torch_stats[b].p50_ms / ort_stats[b].p50_ms for b in ort_stats},
-            "int8_dynamic_speedup": result["speedup"],
-            "fp32_accuracy": result["baseline"]["accuracy"],
-            "int8_accuracy": result["candidate"]["accuracy"],
-            "accuracy_drop_pt": result["accuracy_drop_pt"],
-            "size_ratio": result["size_ratio"],
-            "quantized_layers": result["steps"][0]["quantized_layers"],
+            "int8_dynamic_speedup": result.speedup,
+            "fp32_accuracy": result.baseline.accuracy,
+            "int8_accuracy": result.candidate.accuracy,
+            "accuracy_drop_pt": result.accuracy_drop_pt,
+            "size_ratio": result.size_ratio,
+            "quantized_layers": result.steps[0]["quantized_layers"],
         }
         rows.append(row)
         print(
             f"{dataset:13} {model:7} epochs {row['baseline_epochs']:2}  "
             f"ORT fp32 vs torch eager: b1 {row['ort_over_torch_speedup'][1]:.2f}x "
             f"b256 {row['ort_over_torch_speedup'][256]:.2f}x  "
-            f"int8 dynamic vs ORT fp32: b1 {result['speedup']['1']:.2f}x b256 {result['speedup']['256']:.2f}x  "
+            f"int8 dynamic vs ORT fp32: b1 {result.speedup['1']:.2f}x b256 {result.speedup['256']:.2f}x  "
             f"acc {row['fp32_accuracy']:.4f} -> {row['int8_accuracy']:.4f} ({row['accuracy_drop_pt']:+.2f} pt drop)  "
             f"file {row['size_ratio']:.2f}x smaller",
             flush=True,
@@ -81,7 +73,7 @@ def main() -> None:
     rows = [row for row in kept if row["model"] not in measured] + rows
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
-        json.dumps({"settings": latency.model_dump(), "environment": result["environment"], "rows": rows}, indent=1)
+        json.dumps({"settings": latency.model_dump(), "environment": result.environment, "rows": rows}, indent=1)
     )
     print(f"saved {RESULTS}")
 

@@ -33,7 +33,8 @@ def test_run_json_prints_the_documented_object(tmp_path):
     result = runner.invoke(app, args + FAST)
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert {
+    # The documented object, key for key and in this order (a typed RunResult renders it; this pins the rendering).
+    assert list(payload) == [
         "dataset",
         "model",
         "recipe",
@@ -44,20 +45,30 @@ def test_run_json_prints_the_documented_object(tmp_path):
         "size_ratio",
         "compression_ratio",
         "accuracy_drop_pt",
+        "steps",
+        "flags",
+        "baseline_training",
+        "measurement",
         "environment",
-    } <= payload.keys()
+    ]
     for role in ("baseline", "candidate"):
         metrics = payload[role]
-        assert {
+        assert list(metrics) == [
             "accuracy",
             "accuracy_ci",
+            "test_samples",
+            "finite_outputs",
             "latency_ms",
+            "latency",
+            "runtime",
             "size_bytes",
+            "zstd_bytes",
             "stored_bytes",
+            "storage",
             "params",
             "nonzero_params",
             "macs",
-        } <= metrics.keys()
+        ]
         assert metrics["accuracy_ci"][0] <= metrics["accuracy"] <= metrics["accuracy_ci"][1]
         assert set(metrics["latency_ms"]) == {"1", "64"}
     assert payload["candidate"]["runtime"]["precision"] == "int8"

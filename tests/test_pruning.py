@@ -11,17 +11,20 @@ from conftest import FAST_LATENCY, QUICK_TRAINING
 from onnx import numpy_helper
 from torch import nn
 
-from compressbench.data import load_dataset
+from compressbench.data import DataBundle, DataSpec, Split, load_dataset
 from compressbench.errors import CompressbenchError
 from compressbench.measure.size import count_macs
 from compressbench.models import ModelConfig, build_model
 from compressbench.recipes import load_recipe
 from compressbench.runtime import export_onnx, verify_onnx
-from compressbench.sensitivity import allocate_ratios, layer_sensitivity
 from compressbench.techniques import Candidate, Context
+from compressbench.techniques.channels import importance_of, prune_channels
 from compressbench.techniques.prune_magnitude import UNEXPLOITED, agp_sparsity
 from compressbench.techniques.prune_nm import NEEDS_HARDWARE
-from compressbench.techniques.pruning import relative_index_encoding
+from compressbench.techniques.pruning import named_layers, relative_index_encoding
+from compressbench.techniques.sensitivity import allocate_ratios, layer_sensitivity
+from compressbench.techniques.sparse_index import relative_index
+from compressbench.techniques.weight_sharing import layer_streams, shared_layers
 from compressbench.training import train
 
 NO_TUNE = {"fine_tune_epochs": 0}
@@ -132,6 +135,31 @@ def test_relative_indices_count_fillers_for_long_gaps():
     entries = values // 4
     assert entries == 3 + (87 - 1) // (2**bits)
     assert indices == -(-entries * bits // 8)
+
+
+def test_relative_index_inserts_deep_compression_fillers_by_hand():
+    # 3-bit fields hold 0..7 zeros skipped (an index difference of 1..8). Non-zeros at 0, 3, 20 skip 0, 2 and 16
+    # zeros: 16 > 7, so fillers (field 7, a stored zero) stand on positions 11 and 19, then 20 skips 0 zeros.
+    fields, filler = relative_index(np.array([0, 3, 20]), bits=3)
+    assert fields.tolist() == [0, 2, 7, 7, 0] and filler.tolist() == [False, False, True, True, False]
+    assert (np.cumsum(fields + 1) - 1).tolist() == [0, 3, 11, 19, 20]  # Deep Compression's decoder
+    # A run of z zeros takes z // 2**bits fillers: 7 zeros fit one field, 8 and 15 take one filler, 16 take two.
+    assert [len(relative_index(np.array([z]), 3)[0]) - 1 for z in (7, 8, 15, 16)] == [0, 1, 1, 2]
+    assert relative_index(np.array([], dtype=np.int64), 3)[0].tolist() == []
+
+
+def test_pruning_and_weight_sharing_store_the_same_entries_for_one_mask():
+    layer = nn.Linear(6, 4, bias=False)
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.weight.view(-1)[[0, 3, 20]] = torch.tensor([0.5, -1.0, 2.0])
+    values, indices, bits = relative_index_encoding(layer.weight, widths=[3])
+    assert (values, indices, bits) == (5 * 4, 2, 3)  # 5 entries (2 fillers) of fp32 values and 3-bit indices
+    info = {"name": "0", "kind": "fc", "bits": 2, "position_bits": 3}
+    (stream,) = layer_streams(nn.Sequential(layer), [info])
+    assert stream.positions.tolist() == relative_index(np.array([0, 3, 20]), 3)[0].tolist()
+    # The fillers hold a zero: code 0, so the three shared values take codes 1..3 of the 2 index bits.
+    assert stream.indices.tolist() == [2, 1, 0, 0, 3] and stream.codebook.tolist() == [-1.0, 0.5, 2.0]
 
 
 # --- prune.nm ----------------------------------------------------------------------------------------------------
@@ -260,6 +288,33 @@ def test_a_model_torch_pruning_cannot_follow_fails_cleanly_and_leaves_the_candid
     with pytest.raises(CompressbenchError, match=r"prune.channels: "):
         step.build().apply(candidate, context)
     assert candidate.module is model and model.conv.out_channels == 8 and not candidate.records
+
+
+def test_an_unknown_channel_importance_is_refused_not_scored_as_taylor():
+    with pytest.raises(CompressbenchError, match=r"unknown importance 'l3' \(known: l1, l2, bn_scale, taylor\)"):
+        importance_of("l3")
+
+
+def test_3d_convolutions_are_counted_pruned_and_shared_like_the_others():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv3d(2, 8, 3, padding=1), nn.BatchNorm3d(8), nn.ReLU(),
+        nn.Conv3d(8, 8, (1, 3, 3), padding=(0, 1, 1), groups=2), nn.ReLU(),
+        nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(8, 3),
+    )  # fmt: skip
+    shape = (2, 4, 5, 5)
+    # MACs per output element: in_channels / groups x prod(kernel_size), as for 1-D and 2-D convolutions.
+    assert count_macs(model, shape) == 8 * 100 * (2 * 27) + 8 * 100 * (4 * 9) + 3 * 8
+    assert list(named_layers(model, None, "s", "layers")) == ["0", "3", "7"]
+    assert {name: kind for name, (_, kind) in shared_layers(model).items()} == {"0": "conv", "3": "conv", "7": "fc"}
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        return Split(rng.normal(size=(n, *shape)).astype(np.float32), rng.integers(0, 3, n))
+
+    data = DataBundle(DataSpec("toy", shape, 3), split(64), split(32), split(32), split(16))
+    groups = prune_channels(model, data, ratio=0.5)  # also checks the pruned model computes what zeroing computes
+    assert [g.root for g in groups] == ["0", "3"] and model[0].out_channels == 4 and model[3].in_channels == 4
 
 
 # --- sensitivity -------------------------------------------------------------------------------------------------

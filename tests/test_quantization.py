@@ -29,7 +29,7 @@ from compressbench.techniques.huffman import (
 )
 from compressbench.techniques.onnx_quant import FP32, module_path
 from compressbench.techniques.quant_static import preprocess, quantize_static_graph
-from compressbench.techniques.weight_sharing import relative_positions
+from compressbench.techniques.sparse_index import relative_index
 from compressbench.training import train
 
 
@@ -54,10 +54,10 @@ def apply(step: dict, model: nn.Module, context: Context) -> Candidate:
 def test_static_int8_graph_has_qdq_nodes_and_int8_weights(lenet):
     data, model, context = lenet
     candidate = apply({"technique": "quant.static", "op_types": ["Conv", "Gemm"], "exclude": []}, model, context)
-    ops = [node.op_type for node in candidate.graph.graph.node]
+    ops = [node.op_type for node in candidate.artifact.graph.node]
     assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > 0
     assert candidate.records[-1]["quantized_layers"] == 5
-    assert any(i.data_type == onnx.TensorProto.INT8 for i in candidate.graph.graph.initializer)
+    assert any(i.data_type == onnx.TensorProto.INT8 for i in candidate.artifact.graph.initializer)
     assert candidate.records[-1]["val_accuracy"] > 0.5
 
 
@@ -130,7 +130,7 @@ def test_auto_picks_the_faster_candidate_where_quantizing_convolutions_is_slower
     assert set(table) == {FP32, "MatMul/Gemm", "MatMul/Gemm/Conv"}
     assert min(table["MatMul/Gemm/Conv"]["speedup"].values()) < min(table["MatMul/Gemm"]["speedup"].values())
     assert record["chosen"] == "MatMul/Gemm", record["why"]
-    ops = {node.op_type for node in candidate.graph.graph.node}
+    ops = {node.op_type for node in candidate.artifact.graph.node}
     assert "MatMulInteger" in ops and "ConvInteger" not in ops
 
 
@@ -193,7 +193,7 @@ def test_qat_fine_tunes_with_fake_quantization_and_exports_int8(cache):
     candidate = apply({"technique": "quant.qat", "epochs": 1, "exclude": ["stem.0"]}, model, context)
     record = candidate.records[-1]
     assert record["epochs"] == 1 and record["batch_norms_folded"] == 9 and record["wrapped_layers"] == 10
-    ops = [node.op_type for node in candidate.graph.graph.node]
+    ops = [node.op_type for node in candidate.artifact.graph.node]
     assert "BatchNormalization" not in ops and ops.count("QuantizeLinear") > 0
     assert record["quantized_layers"] == 9 and record["val_accuracy_int8"] > 0.5, "stem.0 stays float"
     assert all((model.state_dict()[k] == v).all() for k, v in before.items()), "the baseline is not touched"
@@ -233,15 +233,12 @@ def test_huffman_code_lengths_and_sizes_match_a_brute_force_count():
 
 def test_relative_positions_with_fillers_decode_back():
     nonzero = np.array([0, 3, 4, 40, 41, 100])
-    stream = relative_positions(nonzero, position_bits=3)  # gaps up to 6; 7 is a filler that skips 7 zeros
-    assert stream.tolist() == [0, 2, 0, 7, 7, 7, 7, 7, 0, 0, *[7] * 8, 2]
-    position, decoded = -1, []
-    for value in stream.tolist():
-        position += value
-        if value < 7:
-            position += 1
-            decoded.append(position)
-    assert decoded == nonzero.tolist()
+    # 3-bit fields skip 0..7 zeros; a filler (field 7) stands on the 8th position of a longer run and holds a zero:
+    # 35 zeros before 40 take 4 fillers (32 positions) then 3; 58 before 100 take 7 fillers (56) then 2.
+    stream, filler = relative_index(nonzero, bits=3)
+    assert stream.tolist() == [0, 2, 0, 7, 7, 7, 7, 3, 0, *[7] * 7, 2]
+    stored = np.cumsum(stream + 1) - 1  # every entry, filler or not, takes one position
+    assert stored[~filler].tolist() == nonzero.tolist() and not set(stored[filler]) & set(nonzero.tolist())
 
 
 def test_deep_compression_storage_matches_a_count_by_hand(lenet, cache):
@@ -255,11 +252,16 @@ def test_deep_compression_storage_matches_a_count_by_hand(lenet, cache):
     shared = apply(step, model, context)
     weight = shared.module[1].weight.detach().numpy().reshape(-1)
     nonzero = np.flatnonzero(weight)
-    codebook, indices = np.unique(weight[nonzero], return_inverse=True)
-    positions = relative_positions(nonzero, 4)
-    assert len(codebook) == 4 and len(nonzero) == 4 * 44
+    codebook, codes = np.unique(weight[nonzero], return_inverse=True)
+    positions, filler = relative_index(nonzero, 4)
+    # Each row starts with a run of 100 zeros: 100 // 16 = 6 fillers (each a stored zero), then 4 zeros skipped.
+    assert len(nonzero) == 4 * 44 and len(positions) == 4 * (44 + 6) and filler.sum() == 4 * 6
+    # The fillers' zero takes index code 0, so k-means leaves 2^2 - 1 = 3 shared non-zero values (codes 1..3).
+    assert len(codebook) == 3
+    indices = np.zeros(len(positions), dtype=np.int64)
+    indices[~filler] = codes.reshape(-1) + 1
     assert shared.storage == {
-        "codebooks": 4 * 4, "indices": math.ceil(len(nonzero) * 2 / 8),
+        "codebooks": 3 * 4, "indices": math.ceil(len(positions) * 2 / 8),
         "positions": math.ceil(len(positions) * 4 / 8), "float params": 4 * 4,
     }  # fmt: skip
     from compressbench.techniques import techniques
@@ -271,7 +273,7 @@ def test_deep_compression_storage_matches_a_count_by_hand(lenet, cache):
     index_choice = (index_coded, 2**2) if index_coded + 2**2 < index_fixed else (index_fixed, 0)
     position_choice = (position_coded, 2**4) if position_coded + 2**4 < position_fixed else (position_fixed, 0)
     assert coded.storage == {
-        "codebooks": 16, "indices (huffman)": index_choice[0], "positions (huffman)": position_choice[0],
+        "codebooks": 3 * 4, "indices (huffman)": index_choice[0], "positions (huffman)": position_choice[0],
         "huffman tables": 1 + index_choice[1] + position_choice[1], "float params": 16,
     }  # fmt: skip
     assert sum(coded.storage.values()) <= sum(shared.storage.values()) + 1  # coding never grows the model

@@ -11,6 +11,7 @@ def test_a_technique_name_is_a_one_step_recipe_with_every_default_filled_in():
         "steps": [
             {
                 "technique": "quant.dynamic",
+                "family": "quantization",
                 "op_types": ["MatMul", "Gemm"],
                 "exclude": [],
                 "per_channel": False,
@@ -22,6 +23,19 @@ def test_a_technique_name_is_a_one_step_recipe_with_every_default_filled_in():
         ],
     }
     assert load_recipe("none").steps == ()
+
+
+def test_a_stored_canonical_recipe_loads_back_and_its_family_is_not_part_of_the_key():
+    from compressbench.hashing import config_hash
+    from compressbench.runner.job import make_job
+
+    canonical = load_recipe("prune+quant").canonical()
+    assert [step["family"] for step in canonical["steps"]] == ["pruning", "quantization"]
+    assert load_recipe(canonical).canonical() == canonical
+    job = make_job("digits", "mlp", canonical)
+    unlabelled = {**canonical, "steps": [{k: v for k, v in s.items() if k != "family"} for s in canonical["steps"]]}
+    # The key an earlier version computed (its canonical steps had no family) is the key now: stored runs resume.
+    assert job.key() == config_hash({**job.identity(), "recipe": unlabelled})
 
 
 def test_yaml_recipe_file(tmp_path):
@@ -69,12 +83,12 @@ def test_every_built_in_hybrid_runs_end_to_end(name):
     from compressbench import compress
 
     result = compress("synthetic", "lenet5", name, training=QUICK_TRAINING, measure=FAST_MEASURE)
-    steps = [step["step"] for step in result["steps"]]
+    steps = [step["step"] for step in result.steps]
     assert steps == [step.technique.name for step in load_recipe(name).steps]
-    assert result["candidate"]["accuracy"] > 0.5
-    assert result["compression_ratio"] > 1.5  # every hybrid stores the model smaller than its fp32 parameters
+    assert result.candidate.accuracy > 0.5
+    assert result.compression_ratio > 1.5  # every hybrid stores the model smaller than its fp32 parameters
     if name == "deep-compression":
-        assert len(result["candidate"]["storage"]) > 1  # the encoded form, broken down by part
+        assert len(result.candidate.storage) > 1  # the encoded form, broken down by part
 
 
 def test_a_graph_step_drops_an_earlier_steps_sparse_encoding():
@@ -85,7 +99,7 @@ def test_a_graph_step_drops_an_earlier_steps_sparse_encoding():
     recipe = {"name": "sparse-then-int8", "steps": [{"technique": "prune.magnitude", "fine_tune_epochs": 1},
                                                     {"technique": "quant.dynamic"}]}  # fmt: skip
     result = compress("synthetic", "mlp", recipe, training=QUICK_TRAINING, measure=FAST_MEASURE)
-    assert result["candidate"]["storage"] == {"zstd(file)": result["candidate"]["zstd_bytes"]}
+    assert result.candidate.storage == {"zstd(file)": result.candidate.zstd_bytes}
 
 
 def test_measuring_every_step_gives_the_stage_by_stage_breakdown_from_one_run():
@@ -96,10 +110,10 @@ def test_measuring_every_step_gives_the_stage_by_stage_breakdown_from_one_run():
 
     job = make_job("synthetic", "mlp", "deep-compression", training=QUICK_TRAINING, measure=FAST_MEASURE)
     result = run_job(job, Cache(default_cache_dir()), measure_every_step=True)
-    pruned, shared, coded = result["stages"]
-    assert [len(stage["steps"]) for stage in result["stages"]] == [1, 2, 3]  # each stage keeps only its own steps
-    assert coded == {key: value for key, value in result.items() if key != "stages"}
+    pruned, shared, coded = result.stages
+    assert [len(stage.steps) for stage in result.stages] == [1, 2, 3]  # each stage keeps only its own steps
+    assert coded == result.model_copy(update={"stages": None})
     # Each stage stores the model smaller than the one before; Huffman coding is lossless.
-    stored = [stage["candidate"]["stored_bytes"] for stage in (pruned, shared, coded)]
+    stored = [stage.candidate.stored_bytes for stage in (pruned, shared, coded)]
     assert stored[0] > stored[1] > stored[2]
-    assert shared["candidate"]["accuracy"] == coded["candidate"]["accuracy"]
+    assert shared.candidate.accuracy == coded.candidate.accuracy

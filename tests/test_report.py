@@ -1,16 +1,19 @@
 """Report, claims and recommendation on a stored fixture (hand-written runs with known figures)."""
 
 import json
+import re
+from html import unescape
 
 import pytest
 from typer.testing import CliRunner
 
 from compressbench.cli import app
 from compressbench.errors import CompressbenchError
-from compressbench.report import judge_claims, recommend, summarise_runs, write_report
-from compressbench.report.claims import hybrids_vs_parts
-from compressbench.report.write import pareto_front
-from compressbench.store import Store
+from compressbench.reporting import judge_claims, recommend, summarise_runs, write_report
+from compressbench.reporting.claims import hybrids_vs_parts
+from compressbench.reporting.sections import Section, render_html, render_markdown
+from compressbench.reporting.write import pareto_front, report_sections
+from compressbench.store import RunResult, Store
 
 ENVIRONMENT = {
     "cpu": {"model": "test CPU", "cores": 2, "flags": ["avx2"]},
@@ -28,6 +31,7 @@ BASELINE = {
     "size_bytes": 1000,
     "stored_bytes": 900,
     "params": 250,
+    "nonzero_params": 250,
     "macs": 100,
     "accuracy_ci": [0.89, 0.91],
     "runtime": {"runtime": "onnxruntime"},
@@ -66,7 +70,7 @@ def put(store, recipe, steps, accuracy, speedup, size_ratio, seed=0, flags=(), m
         "seed": seed,
         "recipe": {"name": recipe, "steps": [{"technique": t} for t in steps]},
     }
-    store.put(f"{model}-{recipe}-{seed}", config, result=result)
+    store.put(f"{model}-{recipe}-{seed}", config, result=RunResult.model_validate(result))
 
 
 @pytest.fixture
@@ -158,14 +162,14 @@ def test_the_runtime_dimension_shows_every_runtime_and_the_one_kept(fixture_stor
     }
     skipped = {"skipped": "openvino only"}
     candidate_runtimes = {"openvino": timed(1.0, 2.5, "int8", "openvino"), "onnxruntime": skipped, "torch": skipped}
-    result = {**fixture_store.runs()[0].result, "model": "lenet5", "recipe": "quant.nncf"}
+    result = {**fixture_store.runs()[0].result.to_json(), "model": "lenet5", "recipe": "quant.nncf"}
     result["measurement"] = {**MEASUREMENT, "runtime": "auto", "target_batch": 256}
     result["baseline"] = {**BASELINE, "runtimes": baseline_runtimes}
     result["candidate"] = {**result["candidate"], **candidate_runtimes["openvino"], "runtimes": candidate_runtimes}
     result["speedup"] = {"1": 1.0, "256": 4.0}
     config = {"dataset": {"name": "digits"}, "model": {"name": "lenet5"}, "seed": 0,
               "recipe": {"name": "quant.nncf", "steps": [{"technique": "quant.nncf"}]}}  # fmt: skip
-    fixture_store.put("lenet5-nncf", config, result=result)
+    fixture_store.put("lenet5-nncf", config, result=RunResult.model_validate(result))
     _, md_path = write_report(tmp_path)
     markdown = md_path.read_text()
     assert "## The same candidates on every runtime" in markdown
@@ -193,3 +197,35 @@ def test_cli_recommend_and_report(fixture_store, tmp_path):
 def test_report_without_runs_is_a_clear_error(tmp_path):
     with pytest.raises(CompressbenchError, match="no results database"):
         write_report(tmp_path / "nothing")
+
+
+def test_a_study_whose_runs_all_failed_is_a_clear_error(tmp_path):
+    store = Store(tmp_path / "results.db")
+    for seed, error in enumerate(["out of memory\nTraceback ...", "onnx export failed"]):
+        config = {"dataset": {"name": "digits"}, "model": {"name": "mlp"}, "seed": seed, "recipe": {"name": "none"}}
+        store.put(f"mlp-none-{seed}", config, error=error)
+    with pytest.raises(CompressbenchError) as raised:
+        write_report(tmp_path)
+    message = str(raised.value)
+    assert message == (
+        f"{store.path}: every one of the 2 stored runs failed; nothing to report (first error: out of memory)"
+    )
+    assert not isinstance(raised.value.__context__, StopIteration)
+
+
+def test_markdown_and_html_draw_the_same_sections_in_the_same_order(fixture_store):
+    sections = report_sections(fixture_store, {"description": "a study", "traded_away": "nothing"})
+    markdown = render_markdown("report", sections)
+    page = render_html("report", sections)
+    markdown_titles = re.findall(r"^## (.+)$", markdown, flags=re.MULTILINE)
+    html_titles = [unescape(title) for title in re.findall(r"<h2>(.*?)</h2>", page)]
+    assert markdown_titles == html_titles == [s.title for s in sections if s.title and s.level == 2]
+    assert "Do the claims hold?" in markdown_titles and "digits / mlp" in markdown_titles
+
+
+def test_markdown_never_builds_figures():
+    def figures_need_plotly():
+        raise AssertionError("Markdown built the figures")
+
+    markdown = render_markdown("report", [Section("plots", note="see the HTML", figures=figures_need_plotly)])
+    assert markdown == "# report\n\n## plots\n\nsee the HTML\n"

@@ -98,3 +98,34 @@ def test_size_counts_params_nonzeros_and_macs():
     assert count_macs(lenet, (1, 28, 28)) == 6 * 784 * 25 + 16 * 100 * 150 + 400 * 120 + 120 * 84 + 84 * 10
     assert size.zstd_bytes < size.size_bytes == len(proto.SerializeToString())
     assert isinstance(proto, onnx.ModelProto)
+
+
+def test_a_new_runtime_is_one_registration_that_recipes_and_measurement_both_read(monkeypatch):
+    """The seam a new runtime plugs into: register it, and the up-front recipe check and the measuring code use it."""
+    from conftest import FAST_MEASURE
+
+    from compressbench.artifacts import TORCH, Candidate
+    from compressbench.measure.compare import measure_candidates
+    from compressbench.recipes import load_recipe
+    from compressbench.runner.job import check_servable
+    from compressbench.runtime import Runtime, runtimes
+    from compressbench.runtime.torch_eager import TorchEagerSession
+
+    def open_twin(module, threads, precision):
+        session = TorchEagerSession(module, threads, precision)
+        session.info["runtime"] = "twin"
+        return session
+
+    twin = Runtime("twin", "torch", "nothing to install", open_twin, "torch under another name", opens=(TORCH,))
+    monkeypatch.setitem(runtimes._items, "twin", twin)
+    check_servable(load_recipe("prune.magnitude"), "twin")  # a torch module: twin serves it
+    with pytest.raises(CompressbenchError, match="what quant.dynamic produces runs on onnxruntime or openvino, not"):
+        check_servable(load_recipe("quant.dynamic"), "twin")  # an ONNX graph: twin cannot open it
+    data = load_dataset("digits")
+    module = build_model("mlp", data.spec)
+    settings = FAST_MEASURE.model_copy(update={"runtime": "twin"})
+    metrics = measure_candidates({"baseline": Candidate(module=module)}, data, settings)
+    assert metrics["baseline"].runtime["runtime"] == "twin"
+    # Its size is what it serves: the module's weights as safetensors, not an ONNX export.
+    params = sum(p.numel() for p in module.parameters())
+    assert params * 4 <= metrics["baseline"].size_bytes < params * 4 + 4096

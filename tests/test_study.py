@@ -8,7 +8,7 @@ import pytest
 
 from compressbench import load_results, run_study
 from compressbench.errors import CompressbenchError
-from compressbench.report import write_report
+from compressbench.reporting import write_report
 from compressbench.runner.study import load_study, plan
 from compressbench.store import Store
 
@@ -149,7 +149,7 @@ def test_a_killed_study_resumes_without_half_rows_or_recomputation(tmp_path):
     process.wait()
     stored = store.runs()
     assert 2 <= len(stored) < 8, "the kill must land mid-study"
-    assert all(run.status == "ok" and run.result["candidate"]["accuracy"] > 0 for run in stored)
+    assert all(run.status == "ok" and run.result.candidate.accuracy > 0 for run in stored)
     counts = run_study(spec, out)
     assert counts == {"planned": 8, "stored_before": len(stored), "ok": 8 - len(stored), "failed": 0}
     assert len(Store(out / "results.db").runs()) == 8

@@ -11,6 +11,7 @@ from compressbench.errors import CompressbenchError
 from compressbench.measure.compare import measure_candidates
 from compressbench.models import ModelConfig, build_model
 from compressbench.recipes import load_recipe
+from compressbench.runtime import serving_runtimes
 from compressbench.techniques import Candidate, Context, list_techniques, precision, techniques
 from compressbench.training import train
 
@@ -48,15 +49,16 @@ def test_every_technique_applies_exports_and_measures(name, trained, cpu_with_ev
     for required in technique.requires:  # steps a recipe must put before this one (checked by load_recipe)
         candidate = techniques.get(required)().apply(candidate, context)
     candidate = technique.apply(candidate, context)
-    assert candidate.form is technique.produces
+    assert candidate.kind == technique.produces
     assert candidate.records and candidate.records[-1]["step"] == name
-    runtime = next(rt for rt in ("onnxruntime", "torch", "openvino") if rt in technique.serving_runtimes)
+    servable = serving_runtimes(technique.produces, technique.precision or "fp32")
+    runtime = next(rt for rt in ("onnxruntime", "torch", "openvino") if rt in servable)  # torch emulates bf16/fp16
     settings = FAST_MEASURE.model_copy(update={"runtime": runtime})
     metrics = measure_candidates({"baseline": Candidate(module=baseline), "candidate": candidate}, data, settings)
     for role in ("baseline", "candidate"):
-        assert 0 <= metrics[role]["accuracy"] <= 1 and metrics[role]["size_bytes"] > 0
-        assert set(metrics[role]["latency_ms"]) == {"1", "32"}
-    assert metrics["candidate"]["accuracy"] > 0.5, "a default technique must not destroy a trained model"
+        assert 0 <= metrics[role].accuracy <= 1 and metrics[role].size_bytes > 0
+        assert set(metrics[role].latency_ms) == {"1", "32"}
+    assert metrics["candidate"].accuracy > 0.5, "a default technique must not destroy a trained model"
     # The baseline is the teacher of later steps: no technique may change it.
     for key, value in baseline.state_dict().items():
         assert (value == original[key]).all(), key
@@ -65,9 +67,9 @@ def test_every_technique_applies_exports_and_measures(name, trained, cpu_with_ev
 def test_dynamic_quantization_really_quantizes_matmul_and_gemm(trained):
     data, baseline, context = trained
     candidate = techniques.get("quant.dynamic")().apply(Candidate(module=copy.deepcopy(baseline)), context)
-    ops = {node.op_type for node in candidate.graph.graph.node}
+    ops = {node.op_type for node in candidate.artifact.graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops and "ConvInteger" not in ops
-    weights = [init for init in candidate.graph.graph.initializer if init.data_type == onnx.TensorProto.INT8]
+    weights = [init for init in candidate.artifact.graph.initializer if init.data_type == onnx.TensorProto.INT8]
     assert weights, "weights are stored as int8"
 
 
@@ -75,7 +77,7 @@ def test_dynamic_quantization_of_convolutions_when_asked(trained):
     data, baseline, context = trained
     step = load_recipe({"name": "x", "steps": [{"technique": "quant.dynamic", "op_types": ["Conv"]}]}).steps[0]
     candidate = step.build().apply(Candidate(module=copy.deepcopy(baseline)), context)
-    ops = [node.op_type for node in candidate.graph.graph.node]
+    ops = [node.op_type for node in candidate.artifact.graph.node]
     assert ops.count("ConvInteger") == 2 and "MatMulInteger" not in ops
 
 

@@ -1,8 +1,12 @@
+import numpy as np
+import pytest
 import torch
+from torch import nn
 
-from compressbench.data import load_dataset
+from compressbench.data import Split, load_dataset
 from compressbench.models import build_model
-from compressbench.training import TrainConfig, augment, evaluate, train
+from compressbench.modes import evaluating
+from compressbench.training import TrainConfig, augment, evaluate, predict_logits, train
 
 
 def test_training_learns_and_is_deterministic_by_seed():
@@ -37,3 +41,26 @@ def test_augmentation_crops_and_flips_within_the_allowed_set():
     cropped = augment(x, ("crop",), np.random.default_rng(1))
     assert cropped.shape == x.shape and not torch.equal(cropped, x)
     assert torch.equal(augment(x, (), np.random.default_rng(0)), x)
+
+
+class Breaks(nn.Module):
+    """Training, with a frozen (eval) batch norm inside; its forward fails."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(4).eval()
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        assert not self.training and not self.norm.training and not self.head.training, "runs in eval mode"
+        raise RuntimeError("boom")
+
+
+def test_evaluating_restores_every_training_flag_even_after_an_exception():
+    model = Breaks()
+    with pytest.raises(RuntimeError, match="boom"), evaluating(model):
+        model(torch.zeros(2, 4))
+    assert model.training and model.head.training and not model.norm.training
+    with pytest.raises(RuntimeError, match="boom"):  # a user of it: the model is not left in eval mode
+        predict_logits(model, Split(np.zeros((3, 4), dtype=np.float32), np.zeros(3, dtype=np.int64)))
+    assert model.training and model.head.training and not model.norm.training

@@ -1,92 +1,104 @@
 """compressbench: which compression method gives this model the best speed and size for the accuracy I can afford?
 
-The public API::
+The public API (the CLI and the benchmarks use nothing else)::
 
     import compressbench as cb
     result = cb.compress("fashion-mnist", "mlp", "quant.dynamic")    # train (cached), compress, measure
-    print(result["speedup"], result["accuracy_drop_pt"])
+    print(result.speedup, result.accuracy_drop_pt)                    # a typed RunResult; .to_json() for JSON
     cb.run_study("studies/default.yaml", out="runs/default")         # the whole matrix, resumable
     frame = cb.load_results("runs/default")                           # a pandas DataFrame, one row per run
+    cb.report("runs/default"); cb.recommend("runs/default", max_accuracy_drop=1.0)
+
+Names are imported on first use, so `import compressbench` stays fast and pulls in no runtime.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from compressbench.cache import Cache
-    from compressbench.data import DatasetConfig
-    from compressbench.measure.compare import MeasureSettings
-    from compressbench.models import ModelConfig
-    from compressbench.recipes import Recipe
-    from compressbench.training import TrainConfig
-
-
-def compress(
-    dataset: str | DatasetConfig,
-    model: str | ModelConfig,
-    recipe: str | dict | Recipe,
-    *,
-    seed: int = 0,
-    training: TrainConfig | None = None,
-    measure: MeasureSettings | None = None,
-    cache: Cache | None = None,
-    store: Path | str | None = None,
-) -> dict[str, Any]:
-    """Train (or reuse) the baseline, apply `recipe`, measure baseline and candidate side by side.
-
-    With `store`, the run is written to that results database (skipped if already there with the same key).
-    """
-    from compressbench.cache import Cache, default_cache_dir
-    from compressbench.runner.job import make_job, run_job
-    from compressbench.store import Store
-
-    job = make_job(dataset, model, recipe, seed=seed, training=training, measure=measure)
-    results = Store(store) if store else None
-    if results and (stored := results.get(job.key())) and stored.status == "ok":
-        return stored.result  # type: ignore[return-value]
-    result = run_job(job, cache or Cache(default_cache_dir()))
-    if results:
-        results.put(job.key(), job.identity(), result=result)
-    return result
-
-
-def run_study(spec: Path | str, out: Path | str) -> dict[str, int]:
-    """Run a study file; every run lands in `out/results.db`; runs already stored are skipped."""
-    from compressbench.runner.study import run_study as _run_study
-
-    return _run_study(spec, out)
-
-
-def load_results(out: Path | str) -> pd.DataFrame:
-    """All stored runs of a study folder (or a results.db path) as a DataFrame."""
-    from compressbench.store import Store
-
-    path = Path(out)
-    return Store(path if path.suffix == ".db" else path / "results.db").dataframe()
+_EXPORTS = {
+    # verbs
+    "compress": "compressbench.api",
+    "baseline": "compressbench.api",
+    "measure_models": "compressbench.api",
+    "technique": "compressbench.api",
+    "run_study": "compressbench.api",
+    "load_study": "compressbench.api",
+    "stored_runs": "compressbench.api",
+    "load_results": "compressbench.api",
+    "report": "compressbench.api",
+    "recommend": "compressbench.api",
+    "sensitivity": "compressbench.api",
+    "names": "compressbench.api",
+    "describe": "compressbench.api",
+    "default_training": "compressbench.api",
+    "download_dataset": "compressbench.api",
+    "Baseline": "compressbench.api",
+    # config and result types
+    "DatasetConfig": "compressbench.data",
+    "DataBundle": "compressbench.data",
+    "load_dataset": "compressbench.data",
+    "ModelConfig": "compressbench.models",
+    "build_model": "compressbench.models",
+    "TrainConfig": "compressbench.training",
+    "MeasureSettings": "compressbench.measure.compare",
+    "LatencySettings": "compressbench.measure.latency",
+    "Recipe": "compressbench.recipes",
+    "load_recipe": "compressbench.recipes",
+    "RunResult": "compressbench.results",
+    "Metrics": "compressbench.results",
+    "Candidate": "compressbench.artifacts",
+    "Context": "compressbench.techniques",
+    "Cache": "compressbench.cache",
+    "CompressbenchError": "compressbench.errors",
+    # measuring pieces the benchmarks compose
+    "export_onnx": "compressbench.runtime",
+    "open_session": "compressbench.runtime",
+    "measure_accuracy": "compressbench.measure",
+    "measure_latency_interleaved": "compressbench.measure",
+    "count_macs": "compressbench.measure.size",
+    "environment": "compressbench.measure",
+    "evaluate": "compressbench.training",
+    "default_cache_dir": "compressbench.cache",
+    "preprocess": "compressbench.techniques.quant_static",
+    "quantize_static_graph": "compressbench.techniques.quant_static",
+    "quantize_dynamic_graph": "compressbench.techniques.quant_dynamic",
+}
 
 
 def list_datasets() -> list[str]:
-    from compressbench.data import list_datasets as _list
-
-    return _list()
+    return __getattr__("names")("datasets")
 
 
 def list_models() -> list[str]:
-    from compressbench.models import list_models as _list
-
-    return _list()
+    return __getattr__("names")("models")
 
 
 def list_techniques() -> list[str]:
-    from compressbench.techniques import list_techniques as _list
-
-    return _list()
+    return __getattr__("names")("techniques")
 
 
-__all__ = ["compress", "list_datasets", "list_models", "list_techniques", "load_results", "run_study"]
+def list_recipes() -> list[str]:
+    return __getattr__("names")("recipes")
+
+
+def list_runtimes() -> list[str]:
+    return __getattr__("names")("runtimes")
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'compressbench' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = [*_EXPORTS, "list_datasets", "list_models", "list_recipes", "list_runtimes", "list_techniques"]

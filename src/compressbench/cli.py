@@ -14,7 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from compressbench.errors import CompressbenchError
+import compressbench as cb
+from compressbench import CompressbenchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 data_app = typer.Typer(no_args_is_help=True, help="Get datasets that are not bundled.")
@@ -49,28 +50,11 @@ class Listable(StrEnum):
 @friendly
 def list_(what: Annotated[Listable, typer.Argument(help="what to list")]) -> None:
     """List the registered datasets, models, techniques, recipes or runtimes."""
-    from compressbench.data import list_datasets
-    from compressbench.models import list_models, models
-    from compressbench.recipes import list_recipes
-    from compressbench.runtime import list_runtimes
-    from compressbench.techniques import list_techniques, techniques
-
-    if what is Listable.runtimes:
-        from compressbench.runtime import runtimes
-
-        for name in list_runtimes():
-            runtime = runtimes.get(name)
-            status = runtime.missing() or "installed"
-            out.print(f"{name:12} {runtime.description} [{status}]", markup=False, highlight=False, soft_wrap=True)
-    elif what is Listable.models:
-        for name in list_models():
-            out.print(f"{name:10} {models.get(name).description}", markup=False, highlight=False, soft_wrap=True)
-    elif what is Listable.techniques:
-        for name in list_techniques():
-            out.print(f"{name:22} {techniques.get(name).summary}", markup=False, highlight=False, soft_wrap=True)
-    else:
-        names = {"datasets": list_datasets, "recipes": list_recipes}[what.value]()
-        out.print("\n".join(names), highlight=False)
+    for name in cb.names(what.value):
+        line = (
+            f"{name:22} {cb.describe(what.value, name)}" if what.value in ("models", "techniques", "runtimes") else name
+        )
+        out.print(line.rstrip(), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -96,95 +80,83 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
 ) -> None:
     """Train (or reuse) a baseline, apply one recipe, and measure both side by side."""
-    from compressbench import compress
-    from compressbench.measure import LatencySettings
-    from compressbench.measure.compare import MeasureSettings
-    from compressbench.models import ModelConfig
-    from compressbench.runtime import runtimes
-    from compressbench.training import default_train_config
-
     if runtime != "auto":
-        runtimes.get(runtime)  # an unknown name is answered with the close matches
-    training = default_train_config(model)
+        cb.describe("runtimes", runtime)  # an unknown name is answered with the close matches
+    training = cb.default_training(model)
     if epochs is not None:
         training = training.model_copy(update={"epochs": epochs})
     sizes = tuple(sorted(set(batch_sizes or (1, 256)) | {batch}))
-    latency = LatencySettings(threads=threads, batch_sizes=sizes, warmup_s=warmup, blocks=repeats)
-    result = compress(
+    latency = cb.LatencySettings(threads=threads, batch_sizes=sizes, warmup_s=warmup, blocks=repeats)
+    result = cb.compress(
         dataset,
-        ModelConfig(name=model, width=width),
+        cb.ModelConfig(name=model, width=width),
         recipe,
         seed=seed,
         training=training,
-        measure=MeasureSettings(runtime=runtime, latency=latency, target_batch=batch),
+        measure=cb.MeasureSettings(runtime=runtime, latency=latency, target_batch=batch),
         store=out_dir / "results.db",
     )
     if as_json:
-        sys.stdout.write(json.dumps(result, indent=1) + "\n")
+        sys.stdout.write(json.dumps(result.to_json(), indent=1) + "\n")
     else:
         out.print(side_by_side(result))
-        for runtime, figures in result["candidate"].get("runtimes", {}).items():
+        for runtime, figures in (result.candidate.runtimes or {}).items():
             if "skipped" in figures:
                 out.print(f"  {runtime}: skipped ({figures['skipped']})", highlight=False)
             else:
                 timing = ", ".join(f"b{b} {ms:.3f} ms" for b, ms in figures["latency_ms"].items())
                 out.print(f"  {runtime} ({figures['runtime']['precision']}): {timing}, "
                           f"accuracy {figures['accuracy'] * 100:.2f}%", highlight=False)  # fmt: skip
-        if control := result.get("control"):
-            lo, hi = control["accuracy_ci"]
-            gain = (result["candidate"]["accuracy"] - control["accuracy"]) * 100
+        if control := result.control:
+            lo, hi = control.accuracy_ci
+            gain = (result.candidate.accuracy - control.accuracy) * 100
             out.print(
-                f"control (the same student trained alone): accuracy {control['accuracy'] * 100:.2f}% "
+                f"control (the same student trained alone): accuracy {control.accuracy * 100:.2f}% "
                 f"[{lo * 100:.1f}, {hi * 100:.1f}]; candidate - control {gain:+.2f} pt",
                 highlight=False,
             )
-        for flag in result["flags"]:
+        for flag in result.flags:
             out.print(f"[yellow]flag:[/yellow] {flag}", highlight=False)
 
 
-def side_by_side(result: dict[str, Any]) -> Table:
-    base, cand = result["baseline"], result["candidate"]
-    runtime = cand["runtime"]
+def side_by_side(result: cb.RunResult) -> Table:
+    base, cand = result.baseline, result.candidate
+    runtime = cand.runtime
     table = Table(
-        title=f"{result['dataset']} / {result['model']} / {result['recipe']} (seed {result['seed']})",
+        title=f"{result.dataset} / {result.model} / {result.recipe} (seed {result.seed})",
         caption=f"{runtime['runtime']} {runtime['version']}, {runtime['threads']} thread(s); latency = "
         "median per call over interleaved timed blocks",
     )
     for column in ("", "baseline", "candidate", "ratio"):
         table.add_column(column, justify="right" if column else "left")
 
-    def pct(m: dict) -> str:
-        lo, hi = m["accuracy_ci"]
-        return f"{m['accuracy'] * 100:.2f}% [{lo * 100:.1f}, {hi * 100:.1f}]"
+    def pct(m: cb.Metrics) -> str:
+        lo, hi = m.accuracy_ci
+        return f"{m.accuracy * 100:.2f}% [{lo * 100:.1f}, {hi * 100:.1f}]"
 
-    table.add_row("accuracy (95% CI)", pct(base), pct(cand), f"{-result['accuracy_drop_pt']:+.2f} pt")
-    for batch, speedup in result["speedup"].items():
-        before, after = base["latency_ms"][batch], cand["latency_ms"][batch]
+    table.add_row("accuracy (95% CI)", pct(base), pct(cand), f"{-result.accuracy_drop_pt:+.2f} pt")
+    for batch, speedup in result.speedup.items():
+        before, after = base.latency_ms[batch], cand.latency_ms[batch]
         table.add_row(
             f"latency batch {batch}",
             f"{before:.3f} ms",
             f"{after:.3f} ms",
             f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower",
         )
-    table.add_row(
-        "file size",
-        _bytes(base["size_bytes"]),
-        _bytes(cand["size_bytes"]),
-        f"{result['size_ratio']:.2f}x smaller",
-    )
+    table.add_row("file size", _bytes(base.size_bytes), _bytes(cand.size_bytes), f"{result.size_ratio:.2f}x smaller")
     table.add_row(
         "stored size",
-        _bytes(base["stored_bytes"]),
-        _bytes(cand["stored_bytes"]),
-        f"{result['compression_ratio']:.1f}x vs fp32 params",
+        _bytes(base.stored_bytes),
+        _bytes(cand.stored_bytes),
+        f"{result.compression_ratio:.1f}x vs fp32 params",
     )
     table.add_row(
         "params (non-zero)",
-        f"{base['params']:,} ({base['nonzero_params']:,})",
-        f"{cand['params']:,} ({cand['nonzero_params']:,})",
+        f"{base.params:,} ({base.nonzero_params:,})",
+        f"{cand.params:,} ({cand.nonzero_params:,})",
         "",
     )
-    table.add_row("MACs", f"{base['macs']:,}", f"{cand['macs']:,}", f"{base['macs'] / max(cand['macs'], 1):.2f}x")
+    table.add_row("MACs", f"{base.macs:,}", f"{cand.macs:,}", f"{base.macs / max(cand.macs, 1):.2f}x")
     return table
 
 
@@ -199,11 +171,9 @@ def study(
     out_dir: Annotated[Path | None, typer.Option("--out", help="results folder (default runs/<study name>)")] = None,
 ) -> None:
     """Run every job of a study; stored runs are skipped, so re-running resumes."""
-    from compressbench.runner.study import load_study, run_study
-
-    parsed = load_study(spec)
+    parsed = cb.load_study(spec)
     folder = out_dir or Path("runs") / parsed.name
-    counts = run_study(parsed, folder)
+    counts = cb.run_study(parsed, folder)
     out.print(
         f"study {parsed.name}: {counts['planned']} jobs, {counts['stored_before']} already stored, "
         f"{counts['ok']} ran, {counts['failed']} failed -> {folder / 'results.db'}",
@@ -233,11 +203,9 @@ def sensitivity(
     as_json: Annotated[bool, typer.Option("--json", help="print the curves as one JSON object")] = False,
 ) -> None:
     """Prune one layer (channel group) at a time over a range of ratios; print validation accuracy; store curves."""
-    from compressbench.sensitivity import sensitivity_of
-
     if importance not in ("l1", "l2", "bn_scale", "taylor"):
         raise CompressbenchError(f"--importance: unknown importance {importance!r} (known: l1, l2, bn_scale, taylor)")
-    curves = sensitivity_of(
+    curves = cb.sensitivity(
         dataset,
         model,
         technique=technique.value,
@@ -251,8 +219,6 @@ def sensitivity(
     if as_json:
         sys.stdout.write(json.dumps(dataclasses.asdict(curves), indent=1) + "\n")
         return
-    from compressbench.sensitivity import curves_table_rows
-
     unit = "groups of coupled layers" if technique is PruneKind.channels else "layers"
     table = Table(
         title=f"{dataset} / {model}: val accuracy (%) with one of the {unit} pruned ({technique.value})",
@@ -263,7 +229,7 @@ def sensitivity(
     for r in curves.ratios:
         table.add_column(f"{r:g}", justify="right")
     table.add_column("MACs removed at max", justify="right")
-    for row in curves_table_rows(curves):
+    for row in curves.table_rows():
         table.add_row(*row)
     out.print(table)
 
@@ -281,24 +247,24 @@ def results(
     fmt: Annotated[ResultFormat, typer.Option("--format")] = ResultFormat.table,
 ) -> None:
     """Print the stored runs as a table, CSV or JSON."""
-    from compressbench.store import Store
-
-    path = folder if folder.suffix == ".db" else folder / "results.db"
-    if not path.is_file():
-        raise CompressbenchError(f"no results database at {path}")
-    store = Store(path)
     if fmt is ResultFormat.json:
         rows = [
-            {"key": r.key, "status": r.status, "config": r.config, "result": r.result, "error": r.error}
-            for r in store.runs()
+            {
+                "key": r.key,
+                "status": r.status,
+                "config": r.config,
+                "result": r.result.to_json() if r.result else None,
+                "error": r.error,
+            }
+            for r in cb.stored_runs(folder)
         ]
         sys.stdout.write(json.dumps(rows, indent=1) + "\n")
         return
-    frame = store.dataframe()
+    frame = cb.load_results(folder)
     if fmt is ResultFormat.csv:
         sys.stdout.write(frame.to_csv(index=False))
         return
-    table = Table(title=str(path))
+    table = Table(title=str(folder))
     columns = [
         "dataset",
         "model",
@@ -337,10 +303,8 @@ def report(
     max_accuracy_drop: Annotated[float, typer.Option(help="accuracy budget of the recommendation, points")] = 1.0,
 ) -> None:
     """Write report.html (self-contained, offline) and report.md next to the study's results."""
-    from compressbench.report import write_report
-
     formats = tuple(f.value for f in fmt) if fmt else ("html", "md")
-    for path in write_report(folder, formats, max_accuracy_drop):
+    for path in cb.report(folder, formats, max_accuracy_drop):
         out.print(f"wrote {path}", highlight=False)
 
 
@@ -359,14 +323,7 @@ def recommend(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """For each model: the recipe that best meets the objective within the accuracy budget, and the runner-up."""
-    from compressbench.report import recommend as choose
-    from compressbench.report import summarise_runs
-    from compressbench.store import Store
-
-    path = folder if folder.suffix == ".db" else folder / "results.db"
-    if not path.is_file():
-        raise CompressbenchError(f"no results database at {path}")
-    answers = choose(summarise_runs(Store(path).runs()), max_accuracy_drop, objective.value, batch)
+    answers = cb.recommend(folder, max_accuracy_drop, objective.value, batch)
     if as_json:
         rows = [
             {
@@ -404,11 +361,7 @@ def recommend(
 @friendly
 def download(name: Annotated[str, typer.Argument(help="fashion-mnist")]) -> None:
     """Download a dataset from its official mirror into the user cache, verifying checksums (needs network)."""
-    if name != "fashion-mnist":
-        raise CompressbenchError(f"only fashion-mnist is downloaded; {name!r} is bundled or generated locally")
-    from compressbench.data.fashion_mnist import download as fetch
-
-    out.print(f"fashion-mnist saved to {fetch()}")
+    out.print(f"{name} saved to {cb.download_dataset(name)}")
 
 
 if __name__ == "__main__":

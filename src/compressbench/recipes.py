@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
+from compressbench.artifacts import TORCH, describe_kind
 from compressbench.errors import CompressbenchError
+from compressbench.files import read_yaml_mapping
 from compressbench.registry import unknown_name_message
-from compressbench.techniques import Form, Technique, TechniqueConfig, techniques
+from compressbench.techniques import Technique, TechniqueConfig, techniques
 
 RECIPE_DIR = Path(__file__).parent / "recipe_files"
 NO_COMPRESSION = "none"
@@ -27,7 +28,12 @@ class Step:
         return self.technique(self.config)
 
     def canonical(self) -> dict[str, Any]:
-        return {"technique": self.technique.name, **self.config.model_dump(mode="json")}
+        """The step with every default filled in, and its family (derived from the technique, so not hashed)."""
+        return {
+            "technique": self.technique.name,
+            "family": self.technique.family,
+            **self.config.model_dump(mode="json"),
+        }
 
 
 @dataclass(frozen=True)
@@ -61,15 +67,7 @@ def load_recipe(reference: str | dict[str, Any] | Recipe) -> Recipe:
     builtin = builtin_recipes()
     path = builtin.get(reference) or Path(reference)
     if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise CompressbenchError(f"recipe file {path} not found")
-        try:
-            document = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            raise CompressbenchError(f"recipe file {path}: not valid YAML: {error}") from error
-        if not isinstance(document, dict):
-            raise CompressbenchError(f"recipe file {path}: expected a mapping with 'steps'")
-        document.setdefault("name", path.stem)
+        document = read_yaml_mapping(path, "recipe", expected="a mapping with 'steps'")
         return recipe_from_dict(document, source=str(path))
     raise CompressbenchError(unknown_name_message("recipe", reference, list_recipes()))
 
@@ -87,6 +85,7 @@ def recipe_from_dict(document: dict[str, Any], source: str) -> Recipe:
             raise CompressbenchError(f"{source}: step {number} must be a mapping with a 'technique' key")
         options = dict(raw)
         name = options.pop("technique")
+        options.pop("family", None)  # a stored canonical recipe carries it; the technique decides it
         try:
             technique = techniques.get(name)
         except CompressbenchError as error:
@@ -116,8 +115,8 @@ def validate_config(technique: type[Technique], options: dict[str, Any], where: 
 
 
 def check_recipe(recipe: Recipe, source: str) -> None:
-    """A step that needs a torch module cannot follow one that left only an ONNX graph; name both steps."""
-    form, producer = Form.MODULE, None
+    """A step must get the artifact kind it consumes (a torch module after an ONNX graph will not do); name both."""
+    kind, producer = TORCH, None
     for number, step in enumerate(recipe.steps, start=1):
         earlier = {s.technique.name for s in recipe.steps[: number - 1]}
         for required in step.technique.requires:
@@ -125,10 +124,20 @@ def check_recipe(recipe: Recipe, source: str) -> None:
                 raise CompressbenchError(
                     f"{source}: step {number} ({step.technique.name}) needs a {required} step before it"
                 )
-        if step.technique.consumes is Form.MODULE and form is Form.GRAPH:
+        if step.technique.consumes != kind:
             raise CompressbenchError(
-                f"{source}: step {number} ({step.technique.name}) needs {Form.MODULE.value}, but step "
-                f"{producer[0]} ({producer[1]}) produced {Form.GRAPH.value}; put {step.technique.name} earlier"
+                f"{source}: step {number} ({step.technique.name}) needs {describe_kind(step.technique.consumes)}, "
+                f"but step {producer[0]} ({producer[1]}) produced {describe_kind(kind)}; put {step.technique.name} "
+                "earlier"
             )
-        if step.technique.produces is Form.GRAPH:
-            form, producer = Form.GRAPH, (number, step.technique.name)
+        if step.technique.produces != kind:
+            kind, producer = step.technique.produces, (number, step.technique.name)
+
+
+def final_form(recipe: Recipe) -> tuple[str, str]:
+    """The artifact kind a recipe leaves and the precision it asks for: what a runtime must serve."""
+    kind, precision = TORCH, "fp32"
+    for step in recipe.steps:
+        kind = step.technique.produces
+        precision = step.technique.precision or precision
+    return kind, precision

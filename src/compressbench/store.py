@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from compressbench.errors import CompressbenchError
+from compressbench.results import Metrics, RunResult
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -42,9 +43,14 @@ class Run:
     recipe: str
     seed: int
     created: float
-    config: dict[str, Any]
-    result: dict[str, Any] | None
+    config: dict[str, Any]  # the job's identity: dataset, model, canonical recipe (each step with its family), ...
+    result: RunResult | None
     error: str | None
+
+    @property
+    def families(self) -> set[str]:
+        """The technique families the run's recipe uses (Huffman coding alone does not make a recipe a hybrid)."""
+        return {step["family"] for step in self.config.get("recipe", {}).get("steps", [])} - {"coding"}
 
 
 class Store:
@@ -68,9 +74,7 @@ class Store:
         finally:
             connection.close()
 
-    def put(
-        self, key: str, config: dict[str, Any], result: dict[str, Any] | None = None, error: str | None = None
-    ) -> None:
+    def put(self, key: str, config: dict[str, Any], result: RunResult | None = None, error: str | None = None) -> None:
         """Write one run in one transaction; a later successful run replaces a failed one with the same key."""
         status = "failed" if error is not None else "ok"
         row = (
@@ -82,7 +86,7 @@ class Store:
             int(config["seed"]),
             time.time(),
             json.dumps(config, sort_keys=True),
-            json.dumps(result, sort_keys=True) if result is not None else None,
+            json.dumps(result.to_json(), sort_keys=True) if result is not None else None,
             error,
         )
         with self._connect() as connection:
@@ -117,8 +121,30 @@ class Store:
         return pd.DataFrame([flatten(run) for run in self.runs()])
 
 
+__all__ = ["Metrics", "Run", "RunResult", "Store", "flatten"]
+
+# Runs stored before each step carried its family: the built-in techniques' families, by name.
+LEGACY_FAMILIES = {
+    "prune.magnitude": "pruning",
+    "prune.channels": "pruning",
+    "prune.nm": "pruning",
+    "quant.dynamic": "quantization",
+    "quant.static": "quantization",
+    "quant.qat": "quantization",
+    "quant.nncf": "quantization",
+    "quant.weight_sharing": "weight sharing",
+    "precision.bf16": "reduced precision",
+    "precision.fp16": "reduced precision",
+    "encode.huffman": "coding",
+    "distill.kd": "distillation",
+}
+
+
 def _run(row: tuple) -> Run:
     key, status, dataset, model, recipe, seed, created, config, result, error = row
+    config = json.loads(config)
+    for step in config.get("recipe", {}).get("steps", []):
+        step.setdefault("family", LEGACY_FAMILIES.get(step["technique"], "other"))
     return Run(
         key,
         status,
@@ -127,8 +153,8 @@ def _run(row: tuple) -> Run:
         recipe,
         seed,
         created,
-        json.loads(config),
-        json.loads(result) if result else None,
+        config,
+        RunResult.model_validate_json(result) if result else None,
         error,
     )
 
@@ -143,18 +169,21 @@ def flatten(run: Run) -> dict[str, Any]:
         "seed": run.seed,
         "error": run.error,
     }
-    result = run.result or {}
-    for role in ("baseline", "candidate", "control"):  # control: the distillation student trained alone
-        if role == "control" and role not in result:
-            continue
-        metrics = result.get(role) or {}
+    result = run.result
+    roles: dict[str, Metrics | None] = {
+        "baseline": result.baseline if result else None,
+        "candidate": result.candidate if result else None,
+    }
+    if result and result.control:  # the distillation student trained alone
+        roles["control"] = result.control
+    for role, metrics in roles.items():
         for field in ("accuracy", "size_bytes", "stored_bytes", "params", "nonzero_params", "macs"):
-            row[f"{role}_{field}"] = metrics.get(field)
-        for batch, ms in (metrics.get("latency_ms") or {}).items():
+            row[f"{role}_{field}"] = getattr(metrics, field) if metrics else None
+        for batch, ms in (metrics.latency_ms if metrics else {}).items():
             row[f"{role}_latency_ms_b{batch}"] = ms
-    for batch, ratio in (result.get("speedup") or {}).items():
+    for batch, ratio in (result.speedup if result else {}).items():
         row[f"speedup_b{batch}"] = ratio
     for field in ("size_ratio", "compression_ratio", "accuracy_drop_pt"):
-        row[field] = result.get(field)
-    row["flags"] = ";".join(result.get("flags", []))
+        row[field] = getattr(result, field) if result else None
+    row["flags"] = ";".join(result.flags if result else [])
     return row

@@ -17,10 +17,12 @@ from torch import nn
 
 from compressbench import progress
 from compressbench.data import DataBundle, Split
+from compressbench.models import training_defaults
+from compressbench.modes import evaluating
 
 
 class TrainConfig(BaseModel):
-    """How a model is trained or fine-tuned. Defaults per zoo family live in `default_train_config`."""
+    """How a model is trained or fine-tuned. Each zoo family's own settings live in its registry entry."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -38,14 +40,8 @@ class TrainConfig(BaseModel):
 
 
 def default_train_config(model: str) -> TrainConfig:
-    """Per-family recipes that reach a baseline a practitioner accepts (figures in the README)."""
-    if model == "resnet":
-        return TrainConfig(epochs=15, optimizer="sgd", lr=0.1, weight_decay=5e-4, schedule="cosine", augment=True)
-    if model == "lenet5":
-        return TrainConfig(epochs=15, lr=1e-3, schedule="cosine", patience=4)
-    if model == "conv1d":
-        return TrainConfig(epochs=40, lr=3e-3, weight_decay=1e-4, schedule="cosine")
-    return TrainConfig(epochs=20, lr=1e-3, schedule="cosine", patience=4)
+    """The model family's training settings from its registry entry (the generic defaults for a user factory)."""
+    return TrainConfig(**training_defaults(model))
 
 
 @dataclass
@@ -193,10 +189,8 @@ def augment(x: torch.Tensor, allowed: tuple[str, ...], generator: np.random.Gene
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, split: Split, batch_size: int = 512) -> np.ndarray:
-    was_training = model.training
-    model.eval()
-    out = [model(torch.from_numpy(split.x[i : i + batch_size])).numpy() for i in range(0, len(split), batch_size)]
-    model.train(was_training)
+    with evaluating(model):
+        out = [model(torch.from_numpy(split.x[i : i + batch_size])).numpy() for i in range(0, len(split), batch_size)]
     return np.concatenate(out)
 
 

@@ -12,15 +12,15 @@ from typing import Any, Literal
 import onnx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from compressbench.artifacts import Candidate, kind_of
 from compressbench.data import DataBundle
 from compressbench.errors import CompressbenchError
 from compressbench.measure.accuracy import measure_accuracy
 from compressbench.measure.latency import LatencySettings, measure_latency_interleaved
 from compressbench.measure.size import count_macs, count_params, zstd_size
 from compressbench.registry import unknown_name_message
+from compressbench.results import Metrics
 from compressbench.runtime import export_onnx, installed_runtimes, open_session, runtimes, verify_onnx
-from compressbench.runtime.sessions import openvino_bytes
-from compressbench.techniques import Candidate
 
 REFERENCE = "onnxruntime"
 
@@ -58,26 +58,30 @@ class MeasureSettings(BaseModel):
         return value
 
 
-def exported(candidate: Candidate, data: DataBundle, settings: MeasureSettings) -> onnx.ModelProto:
-    """The ONNX model that would be served: the technique's graph, or the module exported and verified."""
-    if candidate.graph is not None:
-        return candidate.graph
-    proto = export_onnx(candidate.module, data.spec.input_shape, settings.exporter)
-    verify_onnx(candidate.module, proto, data.test.x[:64], settings.verify_atol)
-    return proto
-
-
-def artifact_for(runtime: str, candidate: Candidate, proto: onnx.ModelProto | None) -> Any:
-    if runtime == "torch":
-        return candidate.graph if candidate.graph is not None else (candidate.openvino or candidate.module)
-    if candidate.openvino is not None:
-        return candidate.openvino
-    return proto
+def served_artifacts(
+    candidate: Candidate, runtimes_wanted: list[str], data: DataBundle, settings: MeasureSettings
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """What each runtime would serve of `candidate` (a module goes to an ONNX-only runtime as its verified export),
+    and, for the runtimes that cannot serve it, why."""
+    served, skipped = {}, {}
+    export: onnx.ModelProto | None = None
+    for runtime in runtimes_wanted:
+        spec = runtimes.get(runtime)
+        if not spec.serves(candidate.kind, candidate.precision):
+            skipped[runtime] = spec.why_not(candidate.kind, candidate.precision)
+        elif candidate.kind in spec.opens:
+            served[runtime] = candidate.served
+        else:
+            if export is None:
+                export = export_onnx(candidate.module, data.spec.input_shape, settings.exporter)
+                verify_onnx(candidate.module, export, data.test.x[:64], settings.verify_atol)
+            served[runtime] = export
+    return served, skipped
 
 
 def measure_candidates(
     candidates: dict[str, Candidate], data: DataBundle, settings: MeasureSettings
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, Metrics]:
     """Metrics for each named candidate; every (candidate, runtime) session is timed in one interleaved pass."""
     if settings.runtime == "auto":
         names = [name for name in installed_runtimes() if settings.compare is None or name in settings.compare]
@@ -85,12 +89,13 @@ def measure_candidates(
         names = [settings.runtime]
     if settings.runtime != "auto" and (problem := runtimes.get(settings.runtime).missing()):
         raise CompressbenchError(problem)
-    protos = {n: exported(c, data, settings) if c.openvino is None else None for n, c in candidates.items()}
-    sessions, skipped = {}, {name: {} for name in candidates}
+    sessions, served, skipped = {}, {}, {}
     for name, candidate in candidates.items():
-        for runtime in names:
+        served[name], skipped[name] = served_artifacts(candidate, names, data, settings)
+        if settings.runtime != "auto" and skipped[name]:
+            raise CompressbenchError(skipped[name][settings.runtime])
+        for runtime, artifact in served[name].items():
             try:
-                artifact = artifact_for(runtime, candidate, protos[name])
                 sessions[(name, runtime)] = open_session(
                     artifact, runtime, settings.latency.threads, candidate.precision
                 )
@@ -132,16 +137,11 @@ def measure_candidates(
         measured = per_runtime[name]
         chosen = _choose(name, measured, settings)
         params, nonzero = count_params(candidate.module)
-        proto = protos[name]
-        file_bytes = (
-            openvino_bytes(candidate.openvino)
-            if candidate.openvino is not None and chosen == "openvino"
-            else len(proto.SerializeToString())
-        )
-        compressed = zstd_size(proto.SerializeToString()) if proto is not None else file_bytes
-        metrics[name] = {
+        payload = kind_of(served[name][chosen]).serialise(served[name][chosen])
+        compressed = zstd_size(payload)
+        figures = {
             **measured[chosen],
-            "size_bytes": file_bytes,
+            "size_bytes": len(payload),
             "zstd_bytes": compressed,
             "stored_bytes": min(compressed, sum(candidate.storage.values())) if candidate.storage else compressed,
             "storage": candidate.storage or {"zstd(file)": compressed},
@@ -150,15 +150,16 @@ def measure_candidates(
             "macs": count_macs(candidate.module, data.spec.input_shape),
         }
         if settings.runtime == "auto":
-            metrics[name]["runtimes"] = {
+            figures["runtimes"] = {
                 **{rt: {k: m[k] for k in ("accuracy", "latency_ms", "runtime")} for rt, m in measured.items()},
                 **{rt: {"skipped": why} for rt, why in skipped[name].items()},
             }
-            metrics[name]["runtime_choice"] = (
+            figures["runtime_choice"] = (
                 "reference runtime for the baseline"
                 if name == "baseline" and chosen == REFERENCE
                 else f"fastest at batch {settings.target_batch} among {', '.join(sorted(measured))}"
             )
+        metrics[name] = Metrics(**figures)
     return metrics
 
 

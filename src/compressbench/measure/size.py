@@ -9,6 +9,8 @@ import torch
 import zstandard
 from torch import nn
 
+from compressbench.modes import CONV_LAYERS, evaluating
+
 ZSTD_LEVEL = 19
 
 
@@ -35,7 +37,7 @@ def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
     counted, as in the papers), from the layers' shapes as they are now (so pruned channels count as gone)."""
     total = 0
 
-    def conv(layer: nn.Conv1d | nn.Conv2d, _inputs, output: torch.Tensor) -> None:
+    def conv(layer: nn.Conv1d | nn.Conv2d | nn.Conv3d, _inputs, output: torch.Tensor) -> None:
         nonlocal total
         per_output = (layer.in_channels // layer.groups) * int(torch.tensor(layer.kernel_size).prod())
         total += output[0].numel() * per_output
@@ -46,17 +48,14 @@ def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
 
     handles = []
     for layer in module.modules():
-        if isinstance(layer, nn.Conv1d | nn.Conv2d):
+        if isinstance(layer, CONV_LAYERS):
             handles.append(layer.register_forward_hook(conv))
         elif isinstance(layer, nn.Linear):
             handles.append(layer.register_forward_hook(linear))
-    was_training = module.training
-    module.eval()
     try:
-        with torch.no_grad():
+        with evaluating(module), torch.no_grad():
             module(torch.zeros(1, *input_shape))
     finally:
-        module.train(was_training)
         for handle in handles:
             handle.remove()
     return total

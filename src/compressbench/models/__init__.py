@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,9 +13,10 @@ from torch import nn
 from compressbench.data import DataSpec
 from compressbench.errors import CompressbenchError
 from compressbench.imports import is_user_reference, load_reference
+from compressbench.modes import evaluating
 from compressbench.registry import Registry
 
-__all__ = ["ModelConfig", "ModelFamily", "build_model", "list_models", "models", "scaled"]
+__all__ = ["ModelConfig", "ModelFamily", "build_model", "list_models", "models", "scaled", "training_defaults"]
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,8 @@ class ModelFamily:
     build: Callable[[DataSpec, float, int | None], nn.Module]
     input_rank: int | None  # 2 for (C, L) signals, 3 for (C, H, W) images, None for any
     description: str
+    # How this family is trained to a baseline a practitioner accepts: TrainConfig fields over its defaults.
+    training: dict[str, Any] = field(default_factory=dict)
 
 
 models: Registry[ModelFamily] = Registry("model")
@@ -35,6 +39,15 @@ class ModelConfig(BaseModel):
     name: str
     width: float = Field(1.0, gt=0, le=8, description="channel / unit multiplier")
     depth: int | None = Field(None, ge=1, description="blocks per stage (resnet) or hidden layers (mlp)")
+
+
+# A user factory's model, until the user says otherwise: Adam, cosine, early stopping (the MLP's settings).
+GENERIC_TRAINING = {"epochs": 20, "lr": 1e-3, "schedule": "cosine", "patience": 4}
+
+
+def training_defaults(name: str) -> dict[str, Any]:
+    """The family's training settings (TrainConfig fields), or the generic ones for a user factory."""
+    return dict(GENERIC_TRAINING if is_user_reference(name) else models.get(name).training)
 
 
 def list_models() -> list[str]:
@@ -85,17 +98,13 @@ def is_compatible(name: str, spec: DataSpec) -> bool:
 
 
 def check_output_shape(model: nn.Module, spec: DataSpec, name: str) -> None:
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             out = model(torch.zeros(2, *spec.input_shape))
     except Exception as error:
         raise CompressbenchError(
             f"model {name!r}: forward pass on input (2, {spec.input_shape}) failed: {error}"
         ) from error
-    finally:
-        model.train(was_training)
     if tuple(out.shape) != (2, spec.num_classes):
         raise CompressbenchError(
             f"model {name!r}: output shape {tuple(out.shape)} for 2 inputs; expected (2, {spec.num_classes}) logits"

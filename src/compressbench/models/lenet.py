@@ -37,4 +37,11 @@ def build(spec: DataSpec, width: float, depth: int | None) -> LeNet5:
     return LeNet5(channels, (height, width_px), spec.num_classes, width)
 
 
-models.register("lenet5")(ModelFamily(build, 3, "LeNet-5 convolutional network (61k params on 28x28)"))
+models.register("lenet5")(
+    ModelFamily(
+        build,
+        3,
+        "LeNet-5 convolutional network (61k params on 28x28)",
+        training={"epochs": 15, "lr": 1e-3, "schedule": "cosine", "patience": 4},
+    )
+)

@@ -51,5 +51,18 @@ def build(spec: DataSpec, width: float, depth: int | None) -> ResNet:
 
 
 models.register("resnet")(
-    ModelFamily(build, 3, "ResNet-14: 3 stages x 2 basic blocks, 16/32/64 channels (175k params)")
+    ModelFamily(
+        build,
+        3,
+        "ResNet-14: 3 stages x 2 basic blocks, 16/32/64 channels (175k params)",
+        # SGD + cosine + crop/flip: 91.6% after 8 epochs, 93.6% after 15 on Fashion-MNIST (benchmarks/README.md).
+        training={
+            "epochs": 15,
+            "optimizer": "sgd",
+            "lr": 0.1,
+            "weight_decay": 5e-4,
+            "schedule": "cosine",
+            "augment": True,
+        },
+    )
 )

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from compressbench.artifacts import TORCH
 from compressbench.cache import Cache
 from compressbench.data import DataBundle, DatasetConfig, load_dataset
 from compressbench.errors import CompressbenchError
@@ -16,8 +17,10 @@ from compressbench.measure.compare import MeasureSettings, measure_candidates
 from compressbench.measure.environment import environment
 from compressbench.models import ModelConfig, build_model
 from compressbench.progress import log
-from compressbench.recipes import Recipe, load_recipe
-from compressbench.techniques import Candidate, Context, Form
+from compressbench.recipes import Recipe, final_form, load_recipe
+from compressbench.results import Metrics, RunResult
+from compressbench.runtime import serving_runtimes
+from compressbench.techniques import Candidate, Context
 from compressbench.training import TrainConfig, default_train_config, train
 
 SLOWER_THAN = 0.95
@@ -45,7 +48,14 @@ class JobConfig(BaseModel):
         return identity
 
     def key(self) -> str:
-        return config_hash(self.identity())
+        """The hash of the identity; a step's family is derived from its technique, so it is left out (runs stored
+        before families were recorded keep their keys)."""
+        identity = self.identity()
+        identity["recipe"] = {
+            **identity["recipe"],
+            "steps": [{k: v for k, v in step.items() if k != "family"} for step in identity["recipe"]["steps"]],
+        }
+        return config_hash(identity)
 
 
 def make_job(
@@ -74,17 +84,14 @@ def make_job(
 
 def check_servable(recipe: Recipe, runtime: str) -> None:
     """Refuse before training when the recipe's output cannot run on the chosen runtime (auto finds one)."""
-    servable = {"onnxruntime", "openvino", "torch"}
-    for step in recipe.steps:
-        servable &= set(step.technique.serving_runtimes)
-        if step.technique.produces is Form.GRAPH:
-            servable.discard("torch")  # an exported int8 graph has no torch module to run
+    kind, precision = final_form(recipe)
+    servable = serving_runtimes(kind, precision)
     if runtime != "auto" and runtime not in servable:
         last = recipe.steps[-1].technique.name
-        options = " or ".join(sorted(servable)) or "no single runtime"
+        options = " or ".join(servable) or "no single runtime"
         raise CompressbenchError(
             f"recipe {recipe.name!r}: what {last} produces runs on {options}, not {runtime}; "
-            f"use --runtime {sorted(servable)[0] if servable else 'auto'} or --runtime auto"
+            f"use --runtime {servable[0] if servable else 'auto'} or --runtime auto"
         )
 
 
@@ -110,7 +117,7 @@ def trained_baseline(job: JobConfig, data: DataBundle, cache: Cache):
     return cache.model("baselines", identity, lambda: build_model(job.model, data.spec, seed=job.seed), fit)
 
 
-def run_job(job: JobConfig, cache: Cache, measure_every_step: bool = False) -> dict[str, Any]:
+def run_job(job: JobConfig, cache: Cache, measure_every_step: bool = False) -> RunResult:
     """Run one job end to end and return its result object (the shape `compressbench run --json` prints).
 
     With `measure_every_step`, the candidate is also measured after each earlier step and those results are kept
@@ -131,7 +138,7 @@ def run_job(job: JobConfig, cache: Cache, measure_every_step: bool = False) -> d
     )
     candidate = Candidate(module=copy.deepcopy(baseline))
 
-    def measured_now() -> dict[str, Any]:
+    def measured_now() -> RunResult:
         measured = {"baseline": Candidate(module=baseline), "candidate": candidate, **candidate.companions}
         return summarise(job, data, measure_candidates(measured, data, job.measure), candidate, baseline_meta)
 
@@ -140,45 +147,44 @@ def run_job(job: JobConfig, cache: Cache, measure_every_step: bool = False) -> d
         log(f"[dim]step {number}/{len(recipe.steps)}: {step.technique.name}[/dim]")
         encoding = candidate.storage
         candidate = step.build().apply(candidate, context)
-        if step.technique.produces is Form.GRAPH and candidate.storage is encoding:
+        if step.technique.produces != TORCH and candidate.storage is encoding:
             candidate.storage = None  # the new graph replaces the form an earlier step's encoding described
         if measure_every_step and number < len(recipe.steps):
             stages.append(measured_now())
     result = measured_now()
     if measure_every_step:
-        result["stages"] = [*stages, {k: v for k, v in result.items() if k != "stages"}]
+        result.stages = [*stages, result.model_copy()]
     return result
 
 
 def summarise(
-    job: JobConfig, data: DataBundle, metrics: dict[str, dict], candidate: Candidate, baseline_meta: dict
-) -> dict[str, Any]:
+    job: JobConfig, data: DataBundle, metrics: dict[str, Metrics], candidate: Candidate, baseline_meta: dict
+) -> RunResult:
     base, cand = metrics["baseline"], metrics["candidate"]
-    speedup = {b: base["latency_ms"][b] / cand["latency_ms"][b] for b in base["latency_ms"]}
+    speedup = {b: base.latency_ms[b] / cand.latency_ms[b] for b in base.latency_ms}
     flags = list(candidate.flags)
     # Below 0.95x is outside the run-to-run noise of interleaved medians here; between 0.95 and 1.0 is "no change".
     flags += [f"slower than baseline at batch {b} ({s:.2f}x)" for b, s in speedup.items() if s < SLOWER_THAN]
-    if not cand["finite_outputs"]:
+    if not cand.finite_outputs:
         flags.append("non-finite outputs (NaN or inf) on the runtime")
-    if cand["accuracy"] < 2.0 / data.spec.num_classes:
+    if cand.accuracy < 2.0 / data.spec.num_classes:
         flags.append("accuracy collapsed (under twice chance)")
-    result = {
-        "dataset": job.dataset.name,
-        "model": job.model.name,
-        "recipe": job.recipe["name"],
-        "seed": job.seed,
-        "baseline": base,
-        "candidate": cand,
-        "speedup": speedup,
-        "size_ratio": base["size_bytes"] / cand["size_bytes"],
-        "compression_ratio": base["params"] * 4 / cand["stored_bytes"],
-        "accuracy_drop_pt": (base["accuracy"] - cand["accuracy"]) * 100,
-        "steps": list(candidate.records),
-        "flags": flags,
-        "baseline_training": {k: v for k, v in baseline_meta.items() if k != "identity"},
-        "measurement": job.measure.model_dump(mode="json"),
-        "environment": environment(),
-    }
-    for name in metrics.keys() - {"baseline", "candidate"}:
-        result[name] = metrics[name]
-    return result
+    companions = {name: metrics[name] for name in metrics.keys() - {"baseline", "candidate"}}
+    return RunResult(
+        dataset=job.dataset.name,
+        model=job.model.name,
+        recipe=job.recipe["name"],
+        seed=job.seed,
+        baseline=base,
+        candidate=cand,
+        speedup=speedup,
+        size_ratio=base.size_bytes / cand.size_bytes,
+        compression_ratio=base.params * 4 / cand.stored_bytes,
+        accuracy_drop_pt=(base.accuracy - cand.accuracy) * 100,
+        steps=list(candidate.records),
+        flags=flags,
+        baseline_training={k: v for k, v in baseline_meta.items() if k != "identity"},
+        measurement=job.measure.model_dump(mode="json"),
+        environment=environment(),
+        **companions,
+    )

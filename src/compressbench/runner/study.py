@@ -7,16 +7,17 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from compressbench import progress
 from compressbench.cache import Cache, default_cache_dir
 from compressbench.data import DatasetConfig, load_dataset
 from compressbench.errors import CompressbenchError
+from compressbench.files import read_yaml_mapping
 from compressbench.measure.compare import MeasureSettings
 from compressbench.models import ModelConfig, is_compatible
 from compressbench.recipes import load_recipe
+from compressbench.results import RunResult
 from compressbench.runner.job import JobConfig, make_job, run_job
 from compressbench.store import Store
 from compressbench.training import TrainConfig, default_train_config
@@ -46,17 +47,9 @@ class StudySpec(BaseModel):
 
 def load_study(path: Path | str) -> StudySpec:
     path = Path(path)
-    if not path.is_file():
-        raise CompressbenchError(f"study file {path} not found")
-    try:
-        document = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise CompressbenchError(f"study file {path}: not valid YAML: {error}") from error
-    if not isinstance(document, dict):
-        raise CompressbenchError(f"study file {path}: expected a mapping")
+    document = read_yaml_mapping(path, "study")
     for key in ("datasets", "models"):  # allow plain names in lists
         document[key] = [{"name": item} if isinstance(item, str) else item for item in document.get(key) or []]
-    document.setdefault("name", path.stem)
     try:
         return StudySpec(**document)
     except ValidationError as error:
@@ -156,10 +149,10 @@ def run_study(spec: StudySpec | Path | str, out: Path | str, cache: Cache | None
     return counts
 
 
-def _headline(result: dict[str, Any]) -> str:
-    speed = " ".join(f"b{b} {s:.2f}x" for b, s in result["speedup"].items())
+def _headline(result: RunResult) -> str:
+    speed = " ".join(f"b{b} {s:.2f}x" for b, s in result.speedup.items())
     return (
-        f"acc {result['candidate']['accuracy']:.4f} (drop {result['accuracy_drop_pt']:+.2f} pt), "
-        f"speed-up {speed}, file {result['size_ratio']:.2f}x smaller, "
-        f"stored {result['compression_ratio']:.1f}x vs fp32 params"
+        f"acc {result.candidate.accuracy:.4f} (drop {result.accuracy_drop_pt:+.2f} pt), "
+        f"speed-up {speed}, file {result.size_ratio:.2f}x smaller, "
+        f"stored {result.compression_ratio:.1f}x vs fp32 params"
     )

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from compressbench.errors import CompressbenchError
+from compressbench.modes import evaluating
+from compressbench.runtime.base import open_session
 
 INPUT_NAME, OUTPUT_NAME = "x", "logits"
 OPSET = 17
@@ -25,11 +27,9 @@ def export_onnx(
     The TorchScript exporter is the default: it takes about 0.1 s where the dynamo exporter takes 3-6 s for
     the zoo models, and both give the same graph for them (Conv+BN folded, Gemm for linear layers).
     """
-    was_training = model.training
-    model.eval()
     example = torch.zeros(1, *input_shape)
     try:
-        with warnings.catch_warnings():
+        with evaluating(model), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if exporter == "dynamo":
                 program = torch.onnx.export(
@@ -58,16 +58,12 @@ def export_onnx(
                 proto = onnx.load_from_string(buffer.getvalue())
     except Exception as error:
         raise CompressbenchError(f"ONNX export of {type(model).__name__} failed: {error}") from error
-    finally:
-        model.train(was_training)
     onnx.checker.check_model(proto)
     return proto
 
 
 def verify_onnx(model: nn.Module, proto: onnx.ModelProto, sample: np.ndarray, atol: float = 1e-3) -> float:
     """Run `sample` through torch and ONNX Runtime; raise if the logits differ by more than `atol`."""
-    from compressbench.runtime.sessions import open_session
-
     model.eval()
     with torch.no_grad():
         expected = model(torch.from_numpy(sample)).numpy()

@@ -16,7 +16,6 @@ from compressbench.techniques import (  # noqa: E402,F401  (registers)
 from compressbench.techniques.base import (
     Candidate,
     Context,
-    Form,
     Technique,
     TechniqueConfig,
     list_techniques,
@@ -27,7 +26,6 @@ from compressbench.techniques.base import (
 __all__ = [
     "Candidate",
     "Context",
-    "Form",
     "Technique",
     "TechniqueConfig",
     "list_techniques",

@@ -28,7 +28,6 @@ from compressbench.models import ModelConfig, build_model
 from compressbench.techniques.base import (
     Candidate,
     Context,
-    Form,
     Technique,
     TechniqueConfig,
     register_technique,
@@ -90,8 +89,7 @@ def param_count(module: nn.Module) -> int:
 class KnowledgeDistillation(Technique):
     name = "distill.kd"
     Config = KDConfig
-    consumes = Form.MODULE
-    produces = Form.MODULE
+    family = "distillation"
     summary = "Hinton knowledge distillation into a smaller student, measured beside the student trained alone"
 
     def apply(self, candidate: Candidate, context: Context) -> Candidate:

@@ -21,7 +21,6 @@ from compressbench.errors import CompressbenchError
 from compressbench.techniques.base import (
     Candidate,
     Context,
-    Form,
     Technique,
     TechniqueConfig,
     register_technique,
@@ -120,8 +119,7 @@ class HuffmanConfig(TechniqueConfig):
 class HuffmanCoding(Technique):
     name = "encode.huffman"
     Config = HuffmanConfig
-    consumes = Form.MODULE
-    produces = Form.MODULE
+    family = "coding"
     requires = (WeightSharing.name,)
     summary = "Huffman coding of weight-sharing indices and sparse positions (Deep Compression); size only"
 

@@ -258,7 +258,7 @@ def take_int8_variant(
     context: Context,
     record: dict[str, Any],
 ) -> None:
-    """Put the chosen int8 variant (or, with `auto`, the fastest within budget, possibly fp32) into `candidate.graph`,
+    """Put the chosen int8 variant (or, with `auto`, the fastest within budget, possibly fp32) into the candidate,
     check its outputs, and append `record` with what was chosen and why. `config` carries `op_types`, `exclude`,
     `max_accuracy_drop_pt`, `min_speedup` and `selection_samples` (quant.static and quant.dynamic both do)."""
     auto = config.op_types == "auto" or config.exclude == "auto"
@@ -271,17 +271,17 @@ def take_int8_variant(
             fp32, variants, context.data, context.latency, max_drop_pt=config.max_accuracy_drop_pt,
             min_speedup=config.min_speedup, samples=config.selection_samples,
         )  # fmt: skip
-        chosen, candidate.graph = selection.chosen, selection.graph
+        chosen, candidate.artifact = selection.chosen, selection.graph
         record.update({"chosen": chosen, "why": selection.why, "variants": selection.table})
         if chosen == FP32:
             candidate.flags.append(f"{step} auto: no int8 variant beat fp32 here; the model stays fp32")
     else:
-        chosen, candidate.graph = next(iter(variants.items()))
+        chosen, candidate.artifact = next(iter(variants.items()))
         record["chosen"] = chosen
-    record["int8_ops"] = int8_op_counts(candidate.graph)
-    record["quantized_layers"] = quantized_layers(candidate.graph)
+    record["int8_ops"] = int8_op_counts(candidate.artifact)
+    record["quantized_layers"] = quantized_layers(candidate.artifact)
     if chosen != FP32:
-        check = check_outputs(step, candidate.graph, context.data)
+        check = check_outputs(step, candidate.artifact, context.data)
         record["val_accuracy"] = check["val_accuracy"]
         candidate.flags += check["flags"]
     candidate.records.append(record)

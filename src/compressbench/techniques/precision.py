@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from compressbench.errors import CompressbenchError
 from compressbench.measure.environment import cpu_info
-from compressbench.techniques.base import Candidate, Context, Form, Technique, TechniqueConfig, register_technique
+from compressbench.techniques.base import Candidate, Context, Technique, TechniqueConfig, register_technique
 
 # CPU flags (as /proc/cpuinfo names them) that give each precision native arithmetic.
 NATIVE_FLAGS = {"bf16": ("avx512_bf16", "amx_bf16"), "fp16": ("avx512_fp16", "amx_fp16")}
@@ -30,9 +30,7 @@ def check_cpu_supports(precision: str, step: str, flags: list[str] | None = None
 class _ReducedPrecision(Technique):
     precision: str
     Config = PrecisionConfig
-    consumes = Form.MODULE
-    produces = Form.MODULE
-    serving_runtimes = ("openvino", "torch")
+    family = "reduced precision"
 
     def apply(self, candidate: Candidate, context: Context) -> Candidate:
         check_cpu_supports(self.precision, self.name)

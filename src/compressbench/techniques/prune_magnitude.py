@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from compressbench.errors import CompressbenchError
-from compressbench.techniques.base import Candidate, Context, Form, Technique, register_technique
+from compressbench.techniques.base import Candidate, Context, Technique, register_technique
 from compressbench.techniques.pruning import (
     FineTunedConfig,
     MaskHook,
@@ -86,8 +86,7 @@ def agp_sparsity(final: float, initial: float, progress: float) -> float:
 class MagnitudePruning(Technique):
     name = "prune.magnitude"
     Config = MagnitudeConfig
-    consumes = Form.MODULE
-    produces = Form.MODULE
+    family = "pruning"
     summary = "unstructured magnitude pruning (global or per layer, one-shot or gradual AGP) + fine-tuning"
 
     def apply(self, candidate: Candidate, context: Context) -> Candidate:

@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from compressbench.errors import CompressbenchError
-from compressbench.techniques.base import Candidate, Context, Form, Technique, register_technique
+from compressbench.techniques.base import Candidate, Context, Technique, register_technique
 from compressbench.techniques.pruning import (
     FineTunedConfig,
     MaskHook,
@@ -61,8 +61,7 @@ def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
 class NMPruning(Technique):
     name = "prune.nm"
     Config = NMConfig
-    consumes = Form.MODULE
-    produces = Form.MODULE
+    family = "pruning"
     summary = "N:M semi-structured sparsity (2:4 default) + fine-tuning; speed needs sparse hardware"
 
     def apply(self, candidate: Candidate, context: Context) -> Candidate:

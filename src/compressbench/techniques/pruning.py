@@ -16,10 +16,11 @@ from pydantic import Field
 from torch import nn
 
 from compressbench.errors import CompressbenchError
+from compressbench.modes import PRUNABLE_LAYERS, evaluating
 from compressbench.techniques.base import Context, TechniqueConfig
+from compressbench.techniques.sparse_index import relative_index
 from compressbench.training import TrainHook, TrainReport, train
 
-PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 # Relative-index widths tried for the sparse encoding; Deep Compression used 8 bits (conv) and 5 bits (fc).
 INDEX_BITS = range(2, 13)
 
@@ -54,26 +55,23 @@ def output_layer(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[str, n
     handles = [
         layer.register_forward_hook(lambda m, _i, out, name=name: produced.__setitem__(id(out), (name, m)))
         for name, layer in model.named_modules()
-        if isinstance(layer, PRUNABLE)
+        if isinstance(layer, PRUNABLE_LAYERS)
     ]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             out = model(torch.zeros(1, *input_shape))
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
     if id(out) in produced:
         return produced[id(out)]
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE)]
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE_LAYERS)]
     return layers[-1] if layers else None
 
 
 def named_layers(model: nn.Module, names: list[str] | None, step: str, field: str) -> dict[str, nn.Module]:
     """The conv / linear layers named in `names` (all of them when None); an unknown name is one clear error."""
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE)}
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE_LAYERS)}
     if names is None:
         return layers
     for name in names:
@@ -123,18 +121,20 @@ def sparsity(layers: dict[str, nn.Module]) -> float:
     return zeros / max(total, 1)
 
 
-def relative_index_encoding(weight: torch.Tensor, value_bytes: int = 4) -> tuple[int, int, int]:
-    """Deep Compression's sparse format for one tensor: non-zeros in flattened order, each with the distance to
-    the previous one in `bits` bits; a gap too long for `bits` takes filler entries (a zero value). Returns
-    (value bytes, index bytes, bits) at the width that gives the fewest bytes."""
-    flat = weight.detach().reshape(-1).numpy()
+def relative_index_encoding(
+    weight: torch.Tensor, value_bytes: int = 4, widths: Iterable[int] = INDEX_BITS
+) -> tuple[int, int, int]:
+    """Deep Compression's sparse format for one tensor (`sparse_index.relative_index`): non-zeros in flattened
+    order, each with its relative index in `bits` bits; a run of zeros too long for `bits` takes filler entries,
+    each storing a zero value too. Returns (value bytes, index bytes, bits) at the width among `widths` that gives
+    the fewest bytes."""
+    flat = weight.detach().cpu().reshape(-1).numpy()
     positions = np.flatnonzero(flat)
     if len(positions) == 0:
         return 0, 0, 0
-    gaps = np.diff(np.concatenate([[-1], positions]))  # >= 1
     best = None
-    for bits in INDEX_BITS:
-        entries = len(positions) + int(((gaps - 1) // (2**bits)).sum())
+    for bits in widths:
+        entries = len(relative_index(positions, bits)[0])
         values, indices = entries * value_bytes, math.ceil(entries * bits / 8)
         if best is None or values + indices < best[0] + best[1]:
             best = (values, indices, bits)
@@ -150,14 +150,10 @@ def dense_bytes(model: nn.Module, skip: Iterable[torch.Tensor] = ()) -> int:
 
 def check_runs(model: nn.Module, input_shape: tuple[int, ...], num_classes: int, step: str) -> None:
     """The pruned model still maps a batch to (N, num_classes) logits, or the step fails (nothing is kept)."""
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             out = model(torch.zeros(2, *input_shape))
     except Exception as error:
         raise CompressbenchError(f"{step}: the pruned model no longer runs ({error}); nothing was kept") from error
-    finally:
-        model.train(was_training)
     if tuple(out.shape) != (2, num_classes):
         raise CompressbenchError(f"{step}: the pruned model gives shape {tuple(out.shape)}; nothing was kept")

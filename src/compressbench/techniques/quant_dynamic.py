@@ -8,11 +8,11 @@ from typing import Any, Literal
 import onnx
 from pydantic import Field
 
+from compressbench.artifacts import ONNX
 from compressbench.runtime import export_onnx
 from compressbench.techniques.base import (
     Candidate,
     Context,
-    Form,
     Technique,
     TechniqueConfig,
     register_technique,
@@ -66,9 +66,8 @@ def quantize_dynamic_graph(
 class DynamicQuantization(Technique):
     name = "quant.dynamic"
     Config = DynamicQuantConfig
-    consumes = Form.MODULE
-    produces = Form.GRAPH
-    serving_runtimes = ("onnxruntime", "openvino")
+    family = "quantization"
+    produces = ONNX
     summary = "int8 weights, activations quantized at run time (ONNX Runtime dynamic quantization)"
 
     def apply(self, candidate: Candidate, context: Context) -> Candidate:

@@ -11,11 +11,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from compressbench.artifacts import OPENVINO
 from compressbench.errors import CompressbenchError
 from compressbench.progress import quiet_root_logger
-from compressbench.runtime import export_onnx, open_session
-from compressbench.runtime.sessions import onnx_to_openvino
-from compressbench.techniques.base import Candidate, Context, Form, Technique, TechniqueConfig, register_technique
+from compressbench.runtime import export_onnx, onnx_to_openvino, open_session
+from compressbench.techniques.base import Candidate, Context, Technique, TechniqueConfig, register_technique
 
 
 class NncfConfig(TechniqueConfig):
@@ -39,9 +39,8 @@ class NncfConfig(TechniqueConfig):
 class NncfQuantization(Technique):
     name = "quant.nncf"
     Config = NncfConfig
-    consumes = Form.MODULE
-    produces = Form.GRAPH
-    serving_runtimes = ("openvino",)
+    family = "quantization"
+    produces = OPENVINO
     summary = "int8 post-training quantization with NNCF, run by OpenVINO (needs compressbench[openvino])"
 
     def apply(self, candidate: Candidate, context: Context) -> Candidate:
@@ -80,7 +79,7 @@ class NncfQuantization(Technique):
         except Exception as error:
             raise CompressbenchError(f"{self.name}: NNCF failed: {str(error).splitlines()[0]}") from error
         fake_quantize = sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ops())
-        candidate.openvino = quantized
+        candidate.artifact = quantized
         record = {"step": self.name, "calibration_samples": size, "preset": config.preset,
                   "fake_quantize_ops": fake_quantize, "max_accuracy_drop_pt": config.max_accuracy_drop_pt}  # fmt: skip
         if len(val_y):

@@ -22,12 +22,13 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from compressbench.artifacts import ONNX
 from compressbench.errors import CompressbenchError
+from compressbench.modes import CONV_LAYERS, PRUNABLE_LAYERS
 from compressbench.runtime import export_onnx
 from compressbench.techniques.base import (
     Candidate,
     Context,
-    Form,
     Technique,
     TechniqueConfig,
     register_technique,
@@ -102,7 +103,7 @@ def fake_quantize_weight(weight: torch.Tensor, per_channel: bool) -> torch.Tenso
     return torch.fake_quantize_per_tensor_affine(weight, scale, 0, -127, 127)
 
 
-QUANTIZABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+QUANTIZABLE = PRUNABLE_LAYERS  # convolutions (1-D to 3-D) and linear layers
 
 
 def wrap(module: nn.Module, **options: Any) -> int:
@@ -145,7 +146,7 @@ def fold_batch_norms(module: nn.Module) -> int:
             continue
         source = node.args[0]
         conv = layers.get(source.target) if getattr(source, "op", None) == "call_module" else None
-        if isinstance(conv, nn.Conv1d | nn.Conv2d | nn.Conv3d) and len(source.users) == 1:
+        if isinstance(conv, CONV_LAYERS) and len(source.users) == 1:
             pairs.append((source.target, node.target))
     for conv_name, norm_name in pairs:
         replace_module(module, conv_name, fuse_conv_bn_eval(layers[conv_name], layers[norm_name]))
@@ -162,8 +163,8 @@ def replace_module(root: nn.Module, path: str, new: nn.Module) -> None:
 class QuantizationAwareTraining(Technique):
     name = "quant.qat"
     Config = QATConfig
-    consumes = Form.MODULE
-    produces = Form.GRAPH
+    family = "quantization"
+    produces = ONNX
     summary = "fake-quantized fine-tuning (STE, folded batch norms), exported to int8 QDQ for ONNX Runtime"
 
     def apply(self, candidate: Candidate, context: Context) -> Candidate:
@@ -190,18 +191,18 @@ class QuantizationAwareTraining(Technique):
         exported = export_onnx(float_model, shape)
         graph = preprocess(self.name, exported)
         exclude = resolve_exclude(self.name, graph, config.exclude)
-        candidate.graph = quantize_static_graph(
+        candidate.artifact = quantize_static_graph(
             self.name, graph, calibration, op_types=None, exclude=exclude, per_channel=config.per_channel,
             activation_type=config.activation_type, weight_type="int8", reduce_range=False,
             calibration_method="minmax",
         )  # fmt: skip
         candidate.module = float_model
-        check = check_outputs(self.name, candidate.graph, context.data)
+        check = check_outputs(self.name, candidate.artifact, context.data)
         candidate.flags += check["flags"]
         candidate.records.append(
             {"step": self.name, "epochs": report.epochs_run, "samples": len(data.train), "wrapped_layers": wrapped,
              "batch_norms_folded": folded, "val_accuracy_fake_quant": fake_quant_accuracy,
-             "val_accuracy_int8": check["val_accuracy"], "int8_ops": int8_op_counts(candidate.graph),
-             "quantized_layers": quantized_layers(candidate.graph)}
+             "val_accuracy_int8": check["val_accuracy"], "int8_ops": int8_op_counts(candidate.artifact),
+             "quantized_layers": quantized_layers(candidate.artifact)}
         )  # fmt: skip
         return candidate

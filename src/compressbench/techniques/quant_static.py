@@ -8,13 +8,13 @@ from typing import Any, Literal
 import onnx
 from pydantic import Field
 
+from compressbench.artifacts import ONNX
 from compressbench.errors import CompressbenchError
 from compressbench.runtime import export_onnx
 from compressbench.runtime.export import INPUT_NAME
 from compressbench.techniques.base import (
     Candidate,
     Context,
-    Form,
     Technique,
     TechniqueConfig,
     register_technique,
@@ -155,8 +155,8 @@ def entropy_ranges(
 class StaticQuantization(Technique):
     name = "quant.static"
     Config = StaticQuantConfig
-    consumes = Form.MODULE
-    produces = Form.GRAPH
+    family = "quantization"
+    produces = ONNX
     summary = "int8 weights and calibrated int8 activations, QDQ format (ONNX Runtime static quantization)"
 
     def apply(self, candidate: Candidate, context: Context) -> Candidate:

@@ -1,11 +1,13 @@
 """`quant.weight_sharing`: Deep Compression's trained quantization (Han et al. 2016), a size technique.
 
 Each conv / linear layer's non-zero weights are clustered by 1-D k-means (linear initialisation between the
-smallest and largest weight) into 2^bits shared values; the model is then fine-tuned with every weight tied to its
-centroid (after each optimiser step a centroid becomes the mean of its members, so it moves by their average
-update; zeros stay zero, so a pruned model keeps its sparsity). The runtime stays float — no kernel here does table
-look-up — so the figure is size: cluster indices + codebooks (+ relative positions when the layer is sparse) +
-the other parameters in float32. `encode.huffman` then entropy-codes the index and position streams.
+smallest and largest weight) into 2^bits shared values (2^bits - 1 in a sparse layer whose relative positions need
+filler entries: code 0 is then the zero a filler holds, as in Deep Compression's format); the model is then
+fine-tuned with every weight tied to its centroid (after each optimiser step a centroid becomes the mean of its
+members, so it moves by their average update; zeros stay zero, so a pruned model keeps its sparsity). The runtime
+stays float — no kernel here does table look-up — so the figure is size: cluster indices + codebooks (+ relative
+positions when the layer is sparse) + the other parameters in float32. `encode.huffman` then entropy-codes the
+index and position streams.
 """
 
 from __future__ import annotations
@@ -22,14 +24,15 @@ from torch import nn
 
 from compressbench.data import DataBundle, Split
 from compressbench.errors import CompressbenchError
+from compressbench.modes import CONV_LAYERS
 from compressbench.techniques.base import (
     Candidate,
     Context,
-    Form,
     Technique,
     TechniqueConfig,
     register_technique,
 )
+from compressbench.techniques.sparse_index import relative_index
 from compressbench.training import TrainHook, train
 
 CODEBOOK_VALUE_BYTES = 4  # float32 shared values
@@ -51,7 +54,7 @@ def shared_layers(module: nn.Module) -> dict[str, tuple[nn.Module, str]]:
     """The layers whose weights are shared: name -> (layer, 'conv' | 'fc')."""
     layers = {}
     for name, layer in module.named_modules():
-        if isinstance(layer, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+        if isinstance(layer, CONV_LAYERS):
             layers[name] = (layer, "conv")
         elif isinstance(layer, nn.Linear):
             layers[name] = (layer, "fc")
@@ -118,8 +121,10 @@ def tie(weight: torch.Tensor, labels: torch.Tensor, clusters: int) -> None:
 
 @dataclass(frozen=True)
 class LayerStreams:
-    """A shared layer as it is stored: codebook, one index per non-zero weight, and (sparse layers only) the
-    relative positions, where the largest position value is a filler that skips that many zeros."""
+    """A shared layer as it is stored: codebook (the non-zero shared values), one index per stored entry, and
+    (sparse layers only) the relative positions of `sparse_index.relative_index`. When those need filler entries,
+    each filler holds a zero, coded as index 0, and the codebook's values take codes 1, 2, ...; otherwise there is
+    one index per non-zero weight and the codebook's values take codes 0, 1, ...."""
 
     name: str
     kind: str
@@ -131,17 +136,9 @@ class LayerStreams:
     weights: int
 
 
-def relative_positions(nonzero: np.ndarray, position_bits: int) -> np.ndarray:
-    """Gaps before each non-zero (zeros skipped); a gap of `max = 2^bits - 1` or more emits fillers of `max`."""
-    limit = 2**position_bits - 1
-    gaps = np.diff(np.concatenate([[-1], nonzero])) - 1
-    stream: list[int] = []
-    for gap in gaps.tolist():
-        while gap >= limit:
-            stream.append(limit)
-            gap -= limit
-        stream.append(gap)
-    return np.asarray(stream, dtype=np.int64)
+def needs_zero_code(nonzero: np.ndarray, weights: int, position_bits: int) -> bool:
+    """Whether a layer with non-zeros at `nonzero` (of `weights`) stores filler entries, whose zero takes a code."""
+    return len(nonzero) < weights and bool(relative_index(nonzero, position_bits)[1].any())
 
 
 def layer_streams(module: nn.Module, layers: list[dict[str, Any]]) -> list[LayerStreams]:
@@ -154,13 +151,20 @@ def layer_streams(module: nn.Module, layers: list[dict[str, Any]]) -> list[Layer
         flat = found[info["name"]][0].weight.detach().cpu().numpy().reshape(-1)
         nonzero = np.flatnonzero(flat)
         codebook, indices = np.unique(flat[nonzero], return_inverse=True)
-        if len(codebook) > 2 ** info["bits"]:
-            raise CompressbenchError(
-                f"layer {info['name']!r} has {len(codebook)} distinct values, more than 2^{info['bits']}: "
-                "it was changed after weight sharing"
-            )
+        indices = indices.reshape(-1)
         sparse = len(nonzero) < len(flat)
-        positions = relative_positions(nonzero, info["position_bits"]) if sparse else None
+        positions, filler = relative_index(nonzero, info["position_bits"]) if sparse else (None, None)
+        zero_code = filler is not None and bool(filler.any())
+        if len(codebook) + zero_code > 2 ** info["bits"]:
+            also = " (plus the zero code of its filler entries)" if zero_code else ""
+            raise CompressbenchError(
+                f"layer {info['name']!r} has {len(codebook)} distinct non-zero values{also}, more than "
+                f"2^{info['bits']} codes: it was changed after weight sharing"
+            )
+        if zero_code:
+            coded = np.zeros(len(positions), dtype=np.int64)  # fillers: code 0, the zero they hold
+            coded[~filler] = indices + 1
+            indices = coded
         streams.append(
             LayerStreams(info["name"], info["kind"], info["bits"], info["position_bits"] if sparse else None,
                          codebook.astype(np.float32), indices.astype(np.int64), positions, len(flat))
@@ -199,8 +203,7 @@ def limit_train(data: DataBundle, samples: int | None) -> DataBundle:
 class WeightSharing(Technique):
     name = "quant.weight_sharing"
     Config = WeightSharingConfig
-    consumes = Form.MODULE
-    produces = Form.MODULE
+    family = "weight sharing"
     summary = "k-means weight sharing per layer with centroid fine-tuning (Deep Compression); size only, runtime float"
 
     def apply(self, candidate: Candidate, context: Context) -> Candidate:
@@ -217,15 +220,16 @@ class WeightSharing(Technique):
             bits = config.conv_bits if kind == "conv" else config.fc_bits
             flat = layer.weight.detach().cpu().numpy().reshape(-1)
             nonzero = np.flatnonzero(flat)
+            position_bits = config.conv_position_bits if kind == "conv" else config.fc_position_bits
+            clusters = 2**bits - needs_zero_code(nonzero, len(flat), position_bits)
             labels = np.full(len(flat), -1, dtype=np.int64)
             if len(nonzero):
-                centroids, members = kmeans_1d(flat[nonzero], 2**bits, config.kmeans_iterations)
+                centroids, members = kmeans_1d(flat[nonzero], clusters, config.kmeans_iterations)
                 labels[nonzero] = members
                 with torch.no_grad():
                     layer.weight.view(-1).copy_(torch.from_numpy(np.where(labels >= 0, centroids[labels], 0.0)))
-            ties[name] = (layer.weight, torch.from_numpy(labels), 2**bits)
+            ties[name] = (layer.weight, torch.from_numpy(labels), clusters)
             tie(*ties[name])
-            position_bits = config.conv_position_bits if kind == "conv" else config.fc_position_bits
             infos.append({"name": name, "kind": kind, "bits": bits, "position_bits": position_bits,
                           "weights": len(flat), "nonzero": int(len(nonzero))})  # fmt: skip
         fine_tune: dict[str, Any] = {"epochs": config.fine_tune_epochs}

@@ -1,21 +1,25 @@
-"""Write the study report as Markdown and as one self-contained HTML file (plotly.js inlined, works offline)."""
+"""Write the study report as Markdown and as one self-contained HTML file (plotly.js inlined, works offline).
+
+`report_sections` builds the report once, as a list of `Section`s in reading order; `render_markdown` and
+`render_html` draw any such list. To add a section, append one `Section` in `report_sections`: both formats get it.
+"""
 
 from __future__ import annotations
 
-import html
 import json
 import statistics
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from compressbench.errors import CompressbenchError
-from compressbench.report.claims import CLAIMS, hybrids_vs_parts, judge_claims
-from compressbench.report.recommend import recommend
-from compressbench.report.summary import RecipeSummary, by_model, summarise_runs
-from compressbench.store import Run, Store
+from compressbench.reporting.claims import CLAIMS, hybrids_vs_parts, judge_claims
+from compressbench.reporting.recommend import recommend
+from compressbench.reporting.sections import Section, Table, render_html, render_markdown
+from compressbench.reporting.summary import RecipeSummary, by_model, summarise_runs
+from compressbench.store import Run, RunResult, Store
 
-Table = tuple[list[str], list[list[str]]]
 RUNTIMES_TITLE = "The same candidates on every runtime"
 RUNTIMES_NOTE = (
     "Speed-up of each candidate on each installed runtime against the baseline on ONNX Runtime fp32 (median "
@@ -83,26 +87,26 @@ def recipe_table(group: list[RecipeSummary]) -> Table:
 def runtime_table(runs: list[Run]) -> Table:
     """For runs measured with `runtime: auto`: each candidate's speed-up on every runtime vs ONNX Runtime fp32
     (mean over seeds), the precision that runtime executed, and which one was kept; the baseline's fp32 row first."""
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list[RunResult]] = defaultdict(list)
     for run in runs:
-        if run.status == "ok" and run.result and "runtimes" in run.result["candidate"]:
+        if run.status == "ok" and run.result and run.result.candidate.runtimes:
             groups[(run.dataset, run.model, run.recipe)].append(run.result)
     if not groups:
         return [], []
-    names = sorted({rt for results in groups.values() for r in results for rt in r["candidate"]["runtimes"]})
-    batches = list(next(iter(groups.values()))[0]["speedup"])
+    names = sorted({rt for results in groups.values() for r in results for rt in r.candidate.runtimes or {}})
+    batches = list(next(iter(groups.values()))[0].speedup)
     header = ["dataset", "model", "recipe", *[f"{rt} b{b}" for rt in names for b in batches], "kept"]
 
-    def cells(results: list[dict[str, Any]], side: str) -> list[str]:
+    def cells(results: list[RunResult], side: str) -> list[str]:
         row = []
         for runtime in names:
             for batch in batches:
-                measured = [r[side]["runtimes"].get(runtime, {}) for r in results]
+                measured = [(getattr(r, side).runtimes or {}).get(runtime, {}) for r in results]
                 if any("latency_ms" not in m for m in measured):
                     row.append("skipped" if batch == batches[0] else "")
                     continue
                 speedups = [
-                    r["baseline"]["latency_ms"][batch] / m["latency_ms"][batch]
+                    r.baseline.latency_ms[batch] / m["latency_ms"][batch]
                     for r, m in zip(results, measured, strict=True)
                 ]
                 row.append(f"{statistics.fmean(speedups):.2f}x {measured[0]['runtime']['precision']}")
@@ -116,68 +120,61 @@ def runtime_table(runs: list[Run]) -> Table:
             seen.add((dataset, model))
             rows.append([dataset, model, "baseline fp32", *cells(results, "baseline"), "onnxruntime (reference)"])
         if recipe != "none":
-            rows.append(
-                [dataset, model, recipe, *cells(results, "candidate"), results[0]["candidate"]["runtime"]["runtime"]]
-            )
+            rows.append([dataset, model, recipe, *cells(results, "candidate"), results[0].runtime])
     return header, rows
 
 
-def build_sections(store: Store, max_accuracy_drop: float = 1.0) -> dict[str, Any]:
+def first_line(text: str | None) -> str:
+    return next(iter((text or "").splitlines()), "")
+
+
+def report_sections(store: Store, meta: dict[str, Any], max_accuracy_drop: float = 1.0) -> list[Section]:
+    """Every section of the report in reading order: the one place that decides what the report says."""
     runs = store.runs()
     if not runs:
         raise CompressbenchError(f"{store.path}: no runs stored yet")
+    failed = [r for r in runs if r.status == "failed"]
+    if len(failed) == len(runs):
+        raise CompressbenchError(
+            f"{store.path}: every one of the {len(runs)} stored runs failed; nothing to report "
+            f"(first error: {first_line(failed[0].error)})"
+        )
     summaries = summarise_runs(runs)
-    groups = by_model(summaries)
-    verdicts = judge_claims(summaries)
+    sections: list[Section] = []
+    if meta.get("description"):
+        sections.append(Section("", note=meta["description"]))
+    if meta.get("traded_away"):
+        sections.append(Section("", lead="What this profile traded away:", note=meta["traded_away"]))
+    sections.append(Section(f"Recommendation (accuracy budget {max_accuracy_drop:g} pt)"))
+    for objective, batch in (("latency", 1), ("latency", 256), ("size", 256)):
+        answers = recommend(summaries, max_accuracy_drop, objective, batch)  # type: ignore[arg-type]
+        rows = [[a.dataset, a.model, a.label(a.best) or "—", a.label(a.runner_up) or "—", a.reason] for a in answers]
+        title = f"Objective: {objective}" + (f", batch {batch}" if objective == "latency" else "")
+        sections.append(Section(title, level=3, tables=[(["dataset", "model", "best", "runner-up", "why"], rows)]))
     claim_text = {c.key: c.text for c in CLAIMS}
-    verdict_table: Table = (
+    verdicts: Table = (
         ["claim", "dataset", "model", "verdict", "measured"],
-        [[claim_text[v.claim], v.dataset, v.model, v.verdict, v.why] for v in verdicts],
+        [[claim_text[v.claim], v.dataset, v.model, v.verdict, v.why] for v in judge_claims(summaries)],
     )
-    hybrid_table: Table = (
+    sections.append(Section("Do the claims hold?", tables=[verdicts]))
+    hybrids: Table = (
         ["dataset", "model", "hybrid", "best single technique of its families", "measured", "wins"],
         [[h.dataset, h.model, h.hybrid, h.against, h.figure, h.winner] for h in hybrids_vs_parts(summaries)],
     )
-    recommendations: dict[str, Table] = {}
-    for objective, batch in (("latency", 1), ("latency", 256), ("size", 256)):
-        answers = recommend(summaries, max_accuracy_drop, objective, batch)  # type: ignore[arg-type]
-        title = f"{objective}" + (f", batch {batch}" if objective == "latency" else "")
-        recommendations[title] = (
-            ["dataset", "model", "best", "runner-up", "why"],
-            [
-                [
-                    a.dataset,
-                    a.model,
-                    a.label(a.best) or "—",
-                    a.label(a.runner_up) or "—",
-                    a.reason,
-                ]
-                for a in answers
-            ],
+    if hybrids[1]:
+        sections.append(Section("Hybrids against their best single technique", tables=[hybrids]))
+    runtimes = runtime_table(runs)
+    if runtimes[1]:
+        sections.append(Section(RUNTIMES_TITLE, note=RUNTIMES_NOTE, tables=[runtimes]))
+    for (dataset, model), group in by_model(summaries).items():
+        sections.append(
+            Section(f"{dataset} / {model}", tables=[recipe_table(group)], figures=partial(pareto_figures, group))
         )
-    failed = [r for r in runs if r.status == "failed"]
-    first_ok = next(r for r in reversed(runs) if r.status == "ok" and r.result)
-    runtime_settings: dict[str, set[str]] = defaultdict(set)
-    for run in runs:
-        if run.status == "ok" and run.result:
-            measured = run.result["measurement"]
-            label = measured["runtime"]
-            if label == "auto":
-                label += f" over {', '.join(measured.get('compare') or []) or 'every installed runtime'}"
-            runtime_settings[label].add(run.model)
-    return {
-        "summaries": summaries,
-        "groups": groups,
-        "verdicts": verdict_table,
-        "hybrids": hybrid_table,
-        "recommendations": recommendations,
-        "failed": failed,
-        "environment": first_ok.result["environment"],
-        "measurement": first_ok.result["measurement"],
-        "runtime_settings": {setting: sorted(models) for setting, models in sorted(runtime_settings.items())},
-        "runtimes": runtime_table(runs),
-        "budget": max_accuracy_drop,
-    }
+    if failed:
+        items = [f"{r.dataset} / {r.model} / {r.recipe} / seed {r.seed}: {first_line(r.error)}" for r in failed]
+        sections.append(Section("Failed runs", items=items))
+    sections.append(Section("How every number was measured", items=footer_lines(runs)))
+    return sections
 
 
 def study_meta(folder: Path) -> dict[str, Any]:
@@ -185,11 +182,19 @@ def study_meta(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def footer_lines(sections: dict[str, Any]) -> list[str]:
-    env, settings = sections["environment"], sections["measurement"]
-    latency = settings["latency"]
+def footer_lines(runs: list[Run]) -> list[str]:
+    """How the numbers were measured, from the newest successful run and the runtime setting of every model."""
+    measured = [r for r in runs if r.status == "ok" and r.result]
+    env, latency = measured[-1].result.environment, measured[-1].result.measurement["latency"]
+    runtime_settings: dict[str, set[str]] = defaultdict(set)
+    for run in measured:
+        setting = run.result.measurement
+        label = setting["runtime"]
+        if label == "auto":
+            label += f" over {', '.join(setting.get('compare') or []) or 'every installed runtime'}"
+        runtime_settings[label].add(run.model)
+    chosen = {label: sorted(models) for label, models in sorted(runtime_settings.items())}
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
-    chosen = sections["runtime_settings"]
     where = (
         next(iter(chosen))
         if len(chosen) == 1
@@ -212,39 +217,6 @@ def footer_lines(sections: dict[str, Any]) -> list[str]:
         f"CPU {env['cpu']['model']} ({env['cpu']['cores']} cores; flags: {', '.join(env['cpu']['flags']) or 'none'}); "
         f"Python {env['python']}; {versions}.",
     ]
-
-
-def to_markdown(sections: dict[str, Any], meta: dict[str, Any]) -> str:
-    def table(t: Table) -> str:
-        header, rows = t
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows]
-        return "\n".join(lines)
-
-    parts = [f"# compressbench report: {meta.get('name', 'study')}", ""]
-    if meta.get("description"):
-        parts += [meta["description"], ""]
-    if meta.get("traded_away"):
-        parts += [f"**What this profile traded away:** {meta['traded_away']}", ""]
-    parts += [f"## Recommendation (accuracy budget {sections['budget']:g} pt)", ""]
-    for title, t in sections["recommendations"].items():
-        parts += [f"### Objective: {title}", "", table(t), ""]
-    parts += ["## Do the claims hold?", "", table(sections["verdicts"]), ""]
-    if sections["hybrids"][1]:
-        parts += ["## Hybrids against their best single technique", "", table(sections["hybrids"]), ""]
-    if sections["runtimes"][1]:
-        parts += [f"## {RUNTIMES_TITLE}", "", RUNTIMES_NOTE, "", table(sections["runtimes"]), ""]
-    for (dataset, model), group in sections["groups"].items():
-        parts += [f"## {dataset} / {model}", "", table(recipe_table(group)), ""]
-    if sections["failed"]:
-        parts += ["## Failed runs", ""]
-        parts += [
-            f"- {r.dataset} / {r.model} / {r.recipe} / seed {r.seed}: {(r.error or '').splitlines()[0]}"
-            for r in sections["failed"]
-        ]
-        parts.append("")
-    parts += ["## How every number was measured", ""] + [f"- {line}" for line in footer_lines(sections)]
-    return "\n".join(parts) + "\n"
 
 
 def pareto_figures(group: list[RecipeSummary]) -> list[Any]:
@@ -290,54 +262,6 @@ def pareto_figures(group: list[RecipeSummary]) -> list[Any]:
     return figures
 
 
-def to_html(sections: dict[str, Any], meta: dict[str, Any]) -> str:
-    from plotly.offline import get_plotlyjs
-
-    def table(t: Table) -> str:
-        header, rows = t
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-    title = html.escape(f"compressbench report: {meta.get('name', 'study')}")
-    parts = [f"<h1>{title}</h1>"]
-    if meta.get("description"):
-        parts.append(f"<p>{html.escape(meta['description'])}</p>")
-    if meta.get("traded_away"):
-        parts.append(f"<p><b>What this profile traded away:</b> {html.escape(meta['traded_away'])}</p>")
-    parts.append(f"<h2>Recommendation (accuracy budget {sections['budget']:g} pt)</h2>")
-    for name, t in sections["recommendations"].items():
-        parts += [f"<h3>Objective: {html.escape(name)}</h3>", table(t)]
-    parts += ["<h2>Do the claims hold?</h2>", table(sections["verdicts"])]
-    if sections["hybrids"][1]:
-        parts += ["<h2>Hybrids against their best single technique</h2>", table(sections["hybrids"])]
-    if sections["runtimes"][1]:
-        parts += [f"<h2>{RUNTIMES_TITLE}</h2>", f"<p>{html.escape(RUNTIMES_NOTE)}</p>", table(sections["runtimes"])]
-    for (dataset, model), group in sections["groups"].items():
-        parts += [f"<h2>{html.escape(dataset)} / {html.escape(model)}</h2>", table(recipe_table(group))]
-        parts += [f.to_html(full_html=False, include_plotlyjs=False) for f in pareto_figures(group)]
-    if sections["failed"]:
-        items = "".join(
-            f"<li>{html.escape(f'{r.dataset} / {r.model} / {r.recipe} / seed {r.seed}: ')}"
-            f"{html.escape((r.error or '').splitlines()[0])}</li>"
-            for r in sections["failed"]
-        )
-        parts += ["<h2>Failed runs</h2>", f"<ul>{items}</ul>"]
-    parts += [
-        "<h2>How every number was measured</h2>",
-        "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in footer_lines(sections)) + "</ul>",
-    ]
-    style = (
-        "body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
-        "margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-        "td:first-child,th:first-child{text-align:left}"
-    )
-    return (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style>"
-        f"<script>{get_plotlyjs()}</script></head><body>{''.join(parts)}</body></html>"
-    )
-
-
 def write_report(
     folder: Path | str, formats: tuple[str, ...] = ("html", "md"), max_accuracy_drop: float = 1.0
 ) -> list[Path]:
@@ -346,11 +270,12 @@ def write_report(
     database = folder / "results.db"
     if not database.is_file():
         raise CompressbenchError(f"no results database at {database}")
-    sections = build_sections(Store(database), max_accuracy_drop)
     meta = study_meta(folder)
+    sections = report_sections(Store(database), meta, max_accuracy_drop)
+    title = f"compressbench report: {meta.get('name', 'study')}"
     written = []
     for fmt in formats:
         path = folder / f"report.{fmt}"
-        path.write_text(to_markdown(sections, meta) if fmt == "md" else to_html(sections, meta))
+        path.write_text(render_markdown(title, sections) if fmt == "md" else render_html(title, sections))
         written.append(path)
     return written

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from compressbench.report.summary import RecipeSummary, by_model
+from compressbench.reporting.summary import RecipeSummary, by_model
 
 MINIMAL_LOSS_PT = 1.0  # "minimal accuracy loss", in percentage points
 
@@ -52,8 +52,7 @@ def pruning(group: list[RecipeSummary]) -> tuple[str, str]:
 
 
 def int8(group: list[RecipeSummary]) -> tuple[str, str]:
-    runs = [s for s in _single(group, "quantization") if "int8" in s.recipe or s.recipe.startswith("quant.")]
-    runs = [s for s in runs if not s.recipe.startswith("quant.weight_sharing")]
+    runs = _single(group, "quantization")  # int8: weight sharing and reduced precision are families of their own
     if not runs:
         return "not measured", "no int8 recipe ran on this model"
     good = [s for s in runs if s.accuracy_drop_pt.mean <= MINIMAL_LOSS_PT]

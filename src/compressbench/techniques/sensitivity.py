@@ -20,6 +20,8 @@ from torch import nn
 from compressbench.data import DataBundle, Split
 from compressbench.errors import CompressbenchError
 from compressbench.measure.size import count_macs
+from compressbench.techniques.channels import protected_layers, prune_channels, trace_groups
+from compressbench.techniques.pruning import named_layers
 from compressbench.training import evaluate
 
 if TYPE_CHECKING:
@@ -49,6 +51,17 @@ class SensitivityCurves:
 
     def drop_pt(self) -> np.ndarray:
         return (self.baseline_accuracy - np.asarray(self.accuracy)) * 100
+
+    def table_rows(self) -> list[list[str]]:
+        """One row per layer (group): its name, accuracy % at each ratio, and the share of MACs removed at most."""
+        rows = []
+        for name, accuracy, macs in zip(self.layers, self.accuracy, self.macs, strict=True):
+            members = self.members.get(name, [name])
+            label = name if len(members) == 1 else f"{name} (+{len(members) - 1} coupled)"
+            cells = [f"{a * 100:.1f}" for a in accuracy]
+            share = 1 - min(macs) / self.baseline_macs if self.baseline_macs else 0
+            rows.append([label, *cells, f"{share * 100:.0f}%"])
+        return rows
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -122,7 +135,6 @@ def layer_sensitivity(
 
 
 def _channel_curves(model, data, val, ratios, importance):
-    from compressbench.techniques.prune_channels import protected_layers, prune_channels, trace_groups
 
     shape = data.spec.input_shape
     kept = protected_layers(model, shape, [], "sensitivity")
@@ -143,8 +155,6 @@ def _channel_curves(model, data, val, ratios, importance):
 
 
 def _magnitude_curves(model, val, ratios, shape):
-    from compressbench.techniques.pruning import named_layers
-
     layers = list(named_layers(model, None, "sensitivity", "layers"))
     base_macs = count_macs(model, shape)
     accuracy = []
@@ -199,8 +209,6 @@ def sensitivity_ratios(model: nn.Module, context: Context, config: ChannelsConfi
     """Per-group ratios for `prune.channels` with `ratios: sensitivity`: the MACs target is `target_macs` (a
     fraction of the model's MACs) or what a uniform `ratio` would leave; the allocation is checked on a pruned
     copy and pushed further until the real MACs meet the target."""
-    from compressbench.techniques.prune_channels import prune_channels
-
     data, shape = context.data, context.data.spec.input_shape
     curves = layer_sensitivity(
         model,
@@ -238,46 +246,3 @@ def sensitivity_ratios(model: nn.Module, context: Context, config: ChannelsConfi
         )
     record: dict[str, Any] = {"target_macs": target / base, "allocated": ratios, "curves": curves.path}
     return ratios, record
-
-
-def curves_table_rows(curves: SensitivityCurves) -> list[list[str]]:
-    rows = []
-    for name, accuracy, macs in zip(curves.layers, curves.accuracy, curves.macs, strict=True):
-        members = curves.members.get(name, [name])
-        label = name if len(members) == 1 else f"{name} (+{len(members) - 1} coupled)"
-        cells = [f"{a * 100:.1f}" for a in accuracy]
-        share = 1 - min(macs) / curves.baseline_macs if curves.baseline_macs else 0
-        rows.append([label, *cells, f"{share * 100:.0f}%"])
-    return rows
-
-
-def sensitivity_of(
-    dataset: str,
-    model: str,
-    *,
-    technique: SensitivityTechnique = "prune.channels",
-    ratios: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8),
-    importance: str = "l2",
-    samples: int = 2000,
-    seed: int = 0,
-    epochs: int | None = None,
-    width: float = 1.0,
-    cache: Cache | None = None,
-) -> SensitivityCurves:
-    """Sensitivity curves of a dataset's trained baseline (trained, or taken from the cache, as `compress` does)."""
-    from compressbench.cache import Cache, default_cache_dir
-    from compressbench.data import load_dataset
-    from compressbench.models import ModelConfig
-    from compressbench.runner.job import make_job, trained_baseline
-    from compressbench.training import default_train_config
-
-    training = default_train_config(model)
-    if epochs is not None:
-        training = training.model_copy(update={"epochs": epochs})
-    job = make_job(dataset, ModelConfig(name=model, width=width), "none", seed=seed, training=training)
-    cache = cache or Cache(default_cache_dir())
-    data = load_dataset(job.dataset, seed)
-    baseline, _meta = trained_baseline(job, data, cache)
-    return layer_sensitivity(
-        baseline, data, technique=technique, ratios=ratios, importance=importance, samples=samples, cache=cache
-    )

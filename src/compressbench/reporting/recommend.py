@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from compressbench.report.summary import RecipeSummary, by_model
+from compressbench.reporting.summary import RecipeSummary, by_model
 
 Objective = Literal["latency", "size"]
 

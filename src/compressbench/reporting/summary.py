@@ -9,19 +9,6 @@ from typing import Any
 
 from compressbench.store import Run
 
-FAMILIES = {
-    "prune": "pruning",
-    "quant": "quantization",
-    "precision": "quantization",
-    "encode": "coding",
-    "distill": "distillation",
-}
-
-
-def families(recipe: dict[str, Any]) -> set[str]:
-    """The technique families a canonical recipe uses (Huffman coding alone does not make a recipe a hybrid)."""
-    return {FAMILIES.get(step["technique"].split(".")[0], "other") for step in recipe.get("steps", [])} - {"coding"}
-
 
 @dataclass
 class Stat:
@@ -71,35 +58,33 @@ def summarise_runs(runs: list[Run]) -> list[RecipeSummary]:
     summaries = []
     for (dataset, model, recipe), members in sorted(groups.items()):
         members.sort(key=lambda r: r.seed)
-        results = [r.result for r in members]
+        results = [r.result for r in members if r.result]
         first = results[0]
-        batches = list(first["speedup"])
-        flags = sorted({flag for r in results for flag in r.get("flags", [])})
-        control = None
-        if "control" in first:
-            control = {"accuracy": Stat.of([r["control"]["accuracy"] for r in results if "control" in r])}
+        batches = list(first.speedup)
+        flags = sorted({flag for r in results for flag in r.flags})
+        controls = [r.control.accuracy for r in results if r.control]
         summaries.append(
             RecipeSummary(
                 dataset=dataset,
                 model=model,
                 recipe=recipe,
-                families=families(members[0].config.get("recipe", {})),
+                families=members[0].families,
                 seeds=[r.seed for r in members],
-                accuracy=Stat.of([r["candidate"]["accuracy"] for r in results]),
-                baseline_accuracy=Stat.of([r["baseline"]["accuracy"] for r in results]),
-                accuracy_ci=tuple(first["candidate"]["accuracy_ci"]),
-                accuracy_drop_pt=Stat.of([r["accuracy_drop_pt"] for r in results]),
-                latency_ms={b: Stat.of([r["candidate"]["latency_ms"][b] for r in results]) for b in batches},
-                speedup={b: Stat.of([r["speedup"][b] for r in results]) for b in batches},
-                size_bytes=first["candidate"]["size_bytes"],
-                stored_bytes=first["candidate"]["stored_bytes"],
-                size_ratio=first["size_ratio"],
-                compression_ratio=first["compression_ratio"],
-                params=first["candidate"]["params"],
-                macs=first["candidate"]["macs"],
-                runtime=first["candidate"]["runtime"]["runtime"],
+                accuracy=Stat.of([r.candidate.accuracy for r in results]),
+                baseline_accuracy=Stat.of([r.baseline.accuracy for r in results]),
+                accuracy_ci=(first.candidate.accuracy_ci[0], first.candidate.accuracy_ci[1]),
+                accuracy_drop_pt=Stat.of([r.accuracy_drop_pt for r in results]),
+                latency_ms={b: Stat.of([r.candidate.latency_ms[b] for r in results]) for b in batches},
+                speedup={b: Stat.of([r.speedup[b] for r in results]) for b in batches},
+                size_bytes=first.candidate.size_bytes,
+                stored_bytes=first.candidate.stored_bytes,
+                size_ratio=first.size_ratio,
+                compression_ratio=first.compression_ratio,
+                params=first.candidate.params,
+                macs=first.candidate.macs,
+                runtime=first.runtime,
                 flags=flags,
-                control=control,
+                control={"accuracy": Stat.of(controls)} if controls else None,
             )
         )
     return summaries

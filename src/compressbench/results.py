@@ -1,0 +1,70 @@
+"""The typed result of a run, from the job to the store, the report and the CLI.
+
+`RunResult.to_json()` is the documented `compressbench run --json` object; fields a run did not set (a control
+when there is no distillation, the runtimes table when one runtime was asked for) are left out, so results
+stored by earlier versions load and render exactly as they were written. This module is a leaf.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Metrics(BaseModel):
+    """What was measured of one model on one runtime: accuracy, latency, size, and how."""
+
+    model_config = ConfigDict(extra="allow")
+
+    accuracy: float
+    accuracy_ci: list[float]
+    test_samples: int | None = None
+    finite_outputs: bool = True
+    latency_ms: dict[str, float]  # median per call, by batch size
+    latency: dict[str, dict[str, Any]] | None = None  # p10 / p50 / p90, calls, blocks by batch size
+    runtime: dict[str, Any]  # name, version, threads, the precision it executed
+    size_bytes: int  # the deployable file
+    zstd_bytes: int | None = None
+    stored_bytes: int  # the smallest faithful form: zstd of the file, or the technique's encoding
+    storage: dict[str, int] | None = None
+    params: int
+    nonzero_params: int
+    macs: int
+    runtimes: dict[str, dict[str, Any]] | None = None  # with runtime auto: every runtime's figures, or why skipped
+    runtime_choice: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class RunResult(BaseModel):
+    """One run: the baseline and the candidate measured side by side, what each step did, and how it was measured."""
+
+    model_config = ConfigDict(extra="allow")
+
+    dataset: str
+    model: str
+    recipe: str
+    seed: int
+    baseline: Metrics
+    candidate: Metrics
+    speedup: dict[str, float]  # baseline latency / candidate latency, by batch size
+    size_ratio: float
+    compression_ratio: float  # fp32 parameter bytes / candidate stored bytes
+    accuracy_drop_pt: float
+    steps: list[dict[str, Any]] = []
+    flags: list[str] = []
+    baseline_training: dict[str, Any] = {}
+    measurement: dict[str, Any] = {}
+    environment: dict[str, Any] = {}
+    control: Metrics | None = None  # distillation: the same student trained alone
+    stages: list[RunResult] | None = None  # measure_every_step: the figures after each step
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    @property
+    def runtime(self) -> str:
+        """The runtime the candidate's headline figures come from."""
+        return self.candidate.runtime["runtime"]

@@ -1,0 +1,87 @@
+"""The runtime contract: a registry of what can serve a model, each opening sessions with one interface.
+
+A runtime names the artifact kinds it opens and the precisions it executes. A torch module reaches a runtime
+that opens ONNX through an export (done by the measuring code); nothing else converts. Every session reports the
+runtime, its version, its thread count and the precision it *actually executes* (read back from the runtime
+where it can tell, so a silent fallback is never reported as a speed-up).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from compressbench.artifacts import ONNX, TORCH, describe_kind, kind_of
+from compressbench.errors import CompressbenchError
+from compressbench.registry import Registry
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class Session(Protocol):
+    info: dict[str, Any]
+
+    def run(self, x: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    package: str  # importable module that must be installed
+    install: str  # how to install it, for the one-line error
+    open: Callable[..., Session]  # open(artifact, threads, precision) -> Session
+    description: str
+    opens: tuple[str, ...]  # artifact kinds it loads
+    precisions: tuple[str, ...] = ("fp32",)
+
+    def missing(self) -> str | None:
+        """None when installed, else the one line that says how to install it."""
+        if importlib.util.find_spec(self.package) is None:
+            return f"runtime {self.name} is not installed: {self.install}"
+        return None
+
+    def serves(self, kind: str, precision: str = "fp32") -> bool:
+        """Whether it can serve an artifact of `kind` in `precision` (a torch module through an ONNX export)."""
+        readable = kind in self.opens or (kind == TORCH and ONNX in self.opens)
+        return readable and precision in self.precisions
+
+    def why_not(self, kind: str, precision: str = "fp32") -> str:
+        if precision not in self.precisions:
+            return f"runtime {self.name} has no {precision} CPU kernels; use a runtime that executes {precision}"
+        return f"runtime {self.name} needs {' or '.join(map(describe_kind, self.opens))}; this is {describe_kind(kind)}"
+
+
+runtimes: Registry[Runtime] = Registry("runtime")
+
+
+def register_runtime(runtime: Runtime) -> Runtime:
+    return runtimes.register(runtime.name)(runtime)
+
+
+def list_runtimes() -> list[str]:
+    return runtimes.names()
+
+
+def installed_runtimes() -> list[str]:
+    return [name for name in runtimes.names() if runtimes.get(name).missing() is None]
+
+
+def serving_runtimes(kind: str, precision: str = "fp32") -> list[str]:
+    """The registered runtimes that can serve an artifact of `kind` in `precision`."""
+    return [name for name in runtimes.names() if runtimes.get(name).serves(kind, precision)]
+
+
+def open_session(artifact: Any, runtime: str, threads: int = 1, precision: str = "fp32") -> Session:
+    spec = runtimes.get(runtime)
+    if problem := spec.missing():
+        raise CompressbenchError(problem)
+    if precision not in PRECISIONS:
+        raise CompressbenchError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
+    kind = kind_of(artifact).name
+    if kind not in spec.opens or precision not in spec.precisions:
+        raise CompressbenchError(spec.why_not(kind, precision))
+    return spec.open(artifact, threads, precision)
