@@ -1,4 +1,4 @@
-"""The layers of DESIGN.md, kept honest: every import in the package (function-local ones too) is checked."""
+"""The layers of the package, kept honest: every import (function-local ones too) is checked against them."""
 
 import ast
 from pathlib import Path

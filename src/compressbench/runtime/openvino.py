@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from compressbench.artifacts import ONNX, OPENVINO, ArtifactKind, register_artifact_kind
+from compressbench.artifacts import ONNX, OPENVINO, ArtifactKind, is_onnx, register_artifact_kind
 from compressbench.errors import CompressbenchError
 from compressbench.runtime.base import Runtime, Session, register_runtime
 
@@ -106,7 +106,7 @@ def ir_bytes(model: Any) -> bytes:
 
 
 def _open(artifact: Any, threads: int, precision: str) -> Session:
-    model = onnx_to_openvino(artifact) if isinstance(artifact, onnx.ModelProto) else artifact
+    model = onnx_to_openvino(artifact) if is_onnx(artifact) else artifact
     session = OpenVinoSession(model, threads, precision)
     if precision != "fp32" and session.info["precision"] not in (precision, "int8"):
         raise CompressbenchError(

@@ -36,13 +36,13 @@ from compressbench.training import Batch, TrainConfig, predict_logits, train
 
 
 class KDConfig(TechniqueConfig):
-    # Defaults from the (T, alpha) table in benchmarks/results/distillation.json (README "Distillation").
+    # Defaults from the (T, alpha) table in benchmarks/results/distillation.json (benchmarks/README.md, "Distillation").
     temperature: float = Field(4.0, gt=0, description="softmax temperature T of the soft targets")
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the soft-target term; 1 - alpha weighs the labels")
     student: str | None = Field(None, description="zoo model or user factory 'module:function'; default: teacher's")
     width: float = Field(0.5, gt=0, le=8, description="student width multiplier (zoo students only)")
     depth: int | None = Field(None, ge=1, description="student depth (zoo students only); default: the teacher's")
-    # A student trained from scratch needs more than the teacher's budget to get going (README "Distillation").
+    # A student trained from scratch needs more than the teacher's budget (benchmarks/README.md, "Distillation").
     epochs: int | None = Field(None, ge=1, description="student and control epochs; default: twice the teacher's")
 
 
