@@ -1,3 +1,4 @@
+import numpy as np
 import onnx
 import pytest
 from torch import nn
@@ -129,3 +130,16 @@ def test_a_new_runtime_is_one_registration_that_recipes_and_measurement_both_rea
     # Its size is what it serves: the module's weights as safetensors, not an ONNX export.
     params = sum(p.numel() for p in module.parameters())
     assert params * 4 <= metrics["baseline"].size_bytes < params * 4 + 4096
+
+
+def test_collapse_is_judged_against_the_most_common_class_not_against_chance():
+    from compressbench.measure import collapse_flag
+
+    balanced_two_classes = np.array([0, 1] * 50)
+    assert collapse_flag(0.90, balanced_two_classes) is None  # twice chance (100%) would have flagged this
+    assert "collapsed" in collapse_flag(0.51, balanced_two_classes)
+    skewed = np.array([0] * 90 + [1] * 10)  # answering 0 always scores 90%
+    assert "most common class: 90.0%" in collapse_flag(0.91, skewed)
+    assert collapse_flag(0.95, skewed) is None
+    ten_classes = np.arange(10).repeat(10)
+    assert collapse_flag(0.15, ten_classes) is None and collapse_flag(0.11, ten_classes) is not None

@@ -31,6 +31,24 @@ def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[floa
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+COLLAPSE_MARGIN_PT = 2.0
+
+
+def collapse_flag(accuracy: float, labels: np.ndarray, margin_pt: float = COLLAPSE_MARGIN_PT) -> str | None:
+    """A flag when `accuracy` is within `margin_pt` points of always answering the most common class of `labels`:
+    the model has stopped telling the classes apart. Relative to the data, so a two-class problem at 90% is fine
+    (a threshold of twice chance would flag every two-class run)."""
+    if len(labels) == 0:
+        return None
+    majority = float(np.bincount(labels).max() / len(labels))
+    if accuracy > majority + margin_pt / 100:
+        return None
+    return (
+        f"accuracy collapsed ({accuracy * 100:.1f}%, within {margin_pt:g} pt of always answering the most common "
+        f"class: {majority * 100:.1f}%)"
+    )
+
+
 def measure_accuracy(session: Session, split: Split, batch_size: int = 256) -> AccuracyResult:
     correct, finite = 0, True
     for start in range(0, len(split), batch_size):

@@ -13,6 +13,7 @@ from compressbench.data import DataBundle, DatasetConfig, load_dataset
 from compressbench.errors import CompressbenchError
 from compressbench.hashing import config_hash
 from compressbench.imports import is_user_reference, reference_fingerprint
+from compressbench.measure.accuracy import collapse_flag
 from compressbench.measure.compare import MeasureSettings, measure_candidates
 from compressbench.measure.environment import environment
 from compressbench.models import ModelConfig, build_model
@@ -167,8 +168,8 @@ def summarise(
     flags += [f"slower than baseline at batch {b} ({s:.2f}x)" for b, s in speedup.items() if s < SLOWER_THAN]
     if not cand.finite_outputs:
         flags.append("non-finite outputs (NaN or inf) on the runtime")
-    if cand.accuracy < 2.0 / data.spec.num_classes:
-        flags.append("accuracy collapsed (under twice chance)")
+    if collapsed := collapse_flag(cand.accuracy, data.test.y):
+        flags.append(collapsed)
     companions = {name: metrics[name] for name in metrics.keys() - {"baseline", "candidate"}}
     return RunResult(
         dataset=job.dataset.name,

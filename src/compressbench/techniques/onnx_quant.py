@@ -20,7 +20,7 @@ import onnx
 
 from compressbench.data import DataBundle, Split
 from compressbench.errors import CompressbenchError
-from compressbench.measure.accuracy import measure_accuracy
+from compressbench.measure.accuracy import collapse_flag, measure_accuracy
 from compressbench.measure.latency import LatencySettings, measure_latency_interleaved
 from compressbench.progress import quiet_root_logger
 from compressbench.runtime import open_session
@@ -228,12 +228,13 @@ def select_fastest(
 
 def check_outputs(step: str, graph: onnx.ModelProto, data: DataBundle, samples: int = 512) -> dict[str, Any]:
     """Validation accuracy of the quantized graph on a few samples; NaN outputs or collapse become flags."""
-    accuracy = measure_accuracy(open_session(graph, "onnxruntime", 1), subset(data.val, samples))
+    checked = subset(data.val, samples)
+    accuracy = measure_accuracy(open_session(graph, "onnxruntime", 1), checked)
     flags = []
     if not accuracy.finite:
         flags.append(f"{step}: the quantized model outputs NaN or inf")
-    if accuracy.accuracy < 2.0 / data.spec.num_classes:
-        flags.append(f"{step}: accuracy collapsed after quantization ({accuracy.accuracy:.3f} on validation)")
+    if collapsed := collapse_flag(accuracy.accuracy, checked.y):
+        flags.append(f"{step}: {collapsed} on validation after quantization")
     return {"val_accuracy": accuracy.accuracy, "flags": flags}
 
 
