@@ -109,3 +109,12 @@ def test_a_run_stored_by_an_earlier_version_loads_and_renders_as_it_was_written(
     run = store.get("old")
     assert run.result.to_json() == written
     assert run.config["recipe"]["steps"][0]["family"] == "quantization" and run.families == {"quantization"}
+
+
+def test_the_family_table_for_old_rows_agrees_with_the_techniques_themselves():
+    """Old rows get their steps' families from a table in the store (which may not import techniques): it must say
+    what each technique class declares, for every built-in technique."""
+    from compressbench.store import LEGACY_FAMILIES
+    from compressbench.techniques import techniques
+
+    assert {name: techniques.get(name).family for name in techniques.names()} == LEGACY_FAMILIES

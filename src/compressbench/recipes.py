@@ -116,7 +116,7 @@ def validate_config(technique: type[Technique], options: dict[str, Any], where: 
 
 def check_recipe(recipe: Recipe, source: str) -> None:
     """A step must get the artifact kind it consumes (a torch module after an ONNX graph will not do); name both."""
-    kind, producer = TORCH, None
+    kind, producer = TORCH, "the model given"
     for number, step in enumerate(recipe.steps, start=1):
         earlier = {s.technique.name for s in recipe.steps[: number - 1]}
         for required in step.technique.requires:
@@ -127,11 +127,10 @@ def check_recipe(recipe: Recipe, source: str) -> None:
         if step.technique.consumes != kind:
             raise CompressbenchError(
                 f"{source}: step {number} ({step.technique.name}) needs {describe_kind(step.technique.consumes)}, "
-                f"but step {producer[0]} ({producer[1]}) produced {describe_kind(kind)}; put {step.technique.name} "
-                "earlier"
+                f"but {producer} produced {describe_kind(kind)}; put {step.technique.name} earlier"
             )
         if step.technique.produces != kind:
-            kind, producer = step.technique.produces, (number, step.technique.name)
+            kind, producer = step.technique.produces, f"step {number} ({step.technique.name})"
 
 
 def final_form(recipe: Recipe) -> tuple[str, str]:

@@ -230,8 +230,10 @@ class WeightSharing(Technique):
                     layer.weight.view(-1).copy_(torch.from_numpy(np.where(labels >= 0, centroids[labels], 0.0)))
             ties[name] = (layer.weight, torch.from_numpy(labels), clusters)
             tie(*ties[name])
-            infos.append({"name": name, "kind": kind, "bits": bits, "position_bits": position_bits,
-                          "weights": len(flat), "nonzero": int(len(nonzero))})  # fmt: skip
+            # clusters < 2^bits when the layer's filler entries need a code for their zero: recorded, not hidden.
+            infos.append({"name": name, "kind": kind, "bits": bits, "clusters": clusters,
+                          "position_bits": position_bits, "weights": len(flat),
+                          "nonzero": int(len(nonzero))})  # fmt: skip
         fine_tune: dict[str, Any] = {"epochs": config.fine_tune_epochs}
         if config.fine_tune_epochs:
             data = context.data
