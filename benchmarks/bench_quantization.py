@@ -153,7 +153,7 @@ def calibration_ablation(model: str) -> list[dict]:
     """Test accuracy of static int8 (every layer, per-channel U8S8) by calibration method and size."""
     trained = cb.baseline(DATASET, model, training=training(model))
     baseline, data = trained.module, trained.data
-    graph = cb.preprocess("bench", cb.export_onnx(baseline, data.spec.input_shape))
+    graph, _ = cb.preprocess("bench", cb.export_onnx(baseline, data.spec.input_shape))
     fp32 = cb.measure_accuracy(cb.open_session(graph, "onnxruntime"), data.test).accuracy
     rows = []
     for method in ("minmax", "percentile", "entropy"):

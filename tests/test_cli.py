@@ -48,6 +48,7 @@ def test_run_json_prints_the_documented_object(tmp_path):
         "steps",
         "flags",
         "baseline_training",
+        "data",
         "measurement",
         "environment",
     ]

@@ -42,7 +42,7 @@ def test_the_dynamo_exporter_gives_the_same_logits():
 def test_verify_catches_a_graph_that_differs_from_the_module():
     data = load_dataset("digits")
     module, other = build_model("mlp", data.spec), build_model("mlp", data.spec)
-    with pytest.raises(CompressbenchError, match="differs from torch"):
+    with pytest.raises(CompressbenchError, match="disagrees with the torch module"):
         verify_onnx(other, export_onnx(module, data.spec.input_shape), data.test.x[:8])
 
 

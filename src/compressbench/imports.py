@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,9 @@ def load_reference(reference: str, what: str) -> Callable[..., Any]:
         assert spec and spec.loader  # a .py file always has a loader
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
+        folder = str(path.resolve().parent)
+        if folder not in sys.path:  # its sibling modules import as they would when the file runs as a script
+            sys.path.append(folder)
         try:
             spec.loader.exec_module(module)
         except Exception as error:
@@ -50,3 +55,65 @@ def reference_fingerprint(reference: str) -> str:
     if module_part.endswith(".py") and Path(module_part).is_file():
         return hashlib.sha256(Path(module_part).read_bytes()).hexdigest()[:16]
     return ""
+
+
+def call_user(reference: str, what: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call the user's function; anything it raises becomes one line naming the function, the line of the user's
+    file that raised and the message (the traceback stays on the error's `__cause__`)."""
+    try:
+        return function(*args, **kwargs)
+    except CompressbenchError:
+        raise
+    except Exception as error:
+        raise CompressbenchError(f"{what} {reference!r}: {describe_exception(error, function)}") from error
+
+
+def describe_exception(error: BaseException, function: Callable[..., Any] | None = None) -> str:
+    """'build() raised ValueError at my.py:12: message': where in the user's own code it happened, when it did."""
+    where = ""
+    user_file = _source_file(function) if function is not None else None
+    frames = traceback.extract_tb(error.__traceback__)
+    for frame in reversed(frames):
+        if user_file is not None and Path(frame.filename).resolve() == user_file:
+            where = f" at {Path(frame.filename).name}:{frame.lineno}"
+            break
+    name = f"{getattr(function, '__name__', 'it')}() raised " if function is not None else ""
+    message = str(error).strip().splitlines()[0] if str(error).strip() else "(no message)"
+    if file := _compressed_file(error):
+        message += f" (reading {file}: truncated or corrupt)"
+    return f"{name}{type(error).__name__}{where}: {message}"
+
+
+def _compressed_file(error: BaseException) -> str | None:
+    """The gzip / bz2 / lzma file being read when `error` was raised, when one was: a truncated download raises an
+    EOFError that does not name its file."""
+    import bz2
+    import gzip
+    import lzma
+
+    traceback_ = error.__traceback__
+    found = None
+    while traceback_ is not None:
+        for value in traceback_.tb_frame.f_locals.values():
+            if isinstance(value, gzip.GzipFile | bz2.BZ2File | lzma.LZMAFile):
+                found = getattr(value, "name", None) or getattr(getattr(value, "_fp", None), "name", None)
+        traceback_ = traceback_.tb_next
+    return str(found) if found else None
+
+
+def _source_file(function: Callable[..., Any]) -> Path | None:
+    try:
+        return Path(inspect.getfile(function)).resolve()
+    except TypeError:
+        return None
+
+
+def accepted_keywords(function: Callable[..., Any]) -> set[str]:
+    """The keyword arguments `function` accepts (every name when it takes **kwargs)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return {"*"}
+    return {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}

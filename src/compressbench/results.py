@@ -56,6 +56,7 @@ class RunResult(BaseModel):
     steps: list[dict[str, Any]] = []
     flags: list[str] = []
     baseline_training: dict[str, Any] = {}
+    data: dict[str, Any] = {}  # how the inputs were prepared (normalisation) and the size of each split
     measurement: dict[str, Any] = {}
     environment: dict[str, Any] = {}
     control: Metrics | None = None  # distillation: the same student trained alone

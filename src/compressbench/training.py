@@ -7,16 +7,18 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 from torch import nn
 
 from compressbench import progress
 from compressbench.data import DataBundle, Split
+from compressbench.errors import CompressbenchError
+from compressbench.imports import describe_exception
 from compressbench.models import training_defaults
 from compressbench.modes import evaluating
 
@@ -37,6 +39,21 @@ class TrainConfig(BaseModel):
     augment: bool = False
     patience: int | None = Field(None, ge=1, description="stop after this many epochs without a better val accuracy")
     threads: int | None = Field(None, ge=1, description="torch threads while training; None keeps torch's default")
+    min_steps: int = Field(
+        0, ge=0, description="at least this many optimiser steps: more epochs on small data (early stopping after)"
+    )
+
+    @model_serializer(mode="wrap")
+    def _identity(self, dump: Any) -> dict[str, Any]:
+        """`min_steps` appears only when set, so the keys of configs that do not use it are as before it existed."""
+        fields = dump(self)
+        if fields.get("min_steps") == 0:
+            del fields["min_steps"]
+        return fields
+
+    def epochs_for(self, samples: int) -> int:
+        """The epochs to run on `samples` training samples: `epochs`, or more to reach `min_steps`."""
+        return max(self.epochs, math.ceil(self.min_steps / math.ceil(samples / self.batch_size)))
 
 
 def default_train_config(model: str) -> TrainConfig:
@@ -73,6 +90,7 @@ class TrainReport:
     val_accuracy: float
     history: list[dict[str, float]]
     seconds: float
+    steps: int = 0  # optimiser steps taken
 
 
 def train(
@@ -95,7 +113,8 @@ def train(
     x_train = torch.from_numpy(data.train.x)
     y_train = torch.from_numpy(data.train.y)
     steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
-    total_steps = max(1, steps_per_epoch * config.epochs)
+    epochs = config.epochs_for(len(y_train))
+    total_steps = max(1, steps_per_epoch * epochs)
     optimizer = _optimizer(model, config)
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_steps) if config.schedule == "cosine" else None
@@ -104,8 +123,8 @@ def train(
     best = (-1.0, 0, None)  # (val accuracy, epoch, state)
     step = 0
     try:
-        with progress.bar(description, config.epochs) as bar:
-            for epoch in range(1, config.epochs + 1):
+        with progress.bar(description, epochs) as bar:
+            for epoch in range(1, epochs + 1):
                 model.train()
                 order = torch.from_numpy(generator.permutation(len(y_train)))
                 running = 0.0
@@ -115,7 +134,7 @@ def train(
                     if config.augment:
                         x = augment(x, data.spec.augmentations, generator)
                     batch = Batch(x, y_train[index], index)
-                    value = loss(model, model(x), batch)
+                    value = loss(model, forward(model, x, description), batch)
                     optimizer.zero_grad(set_to_none=True)
                     value.backward()
                     optimizer.step()
@@ -129,7 +148,7 @@ def train(
                     hook.after_epoch(model, epoch)
                 val_accuracy = evaluate(model, data.val)
                 history.append({"epoch": epoch, "loss": running / len(order), "val_accuracy": val_accuracy})
-                if val_accuracy > best[0]:
+                if val_accuracy > best[0] and step >= config.min_steps:  # the best of the epochs past the minimum
                     best = (
                         val_accuracy,
                         epoch,
@@ -137,7 +156,7 @@ def train(
                     )
                 if bar is not None:
                     bar.update(bar.task_ids[0], advance=1, status=f"val {val_accuracy:.4f}")
-                if config.patience and epoch - best[1] >= config.patience:
+                if config.patience and epoch - best[1] >= config.patience and step >= config.min_steps:
                     break
     finally:
         torch.set_num_threads(previous_threads)
@@ -149,7 +168,18 @@ def train(
         return TrainReport(0, 0, val_accuracy, [], time.perf_counter() - started)
     final = best[0] if config.patience else history[-1]["val_accuracy"]
     best_epoch = best[1] if config.patience else len(history)
-    return TrainReport(len(history), best_epoch, final, history, time.perf_counter() - started)
+    return TrainReport(len(history), best_epoch, final, history, time.perf_counter() - started, step)
+
+
+def forward(model: nn.Module, x: torch.Tensor, description: str) -> torch.Tensor:
+    """The model's forward pass; an exception raised in it (the user's code, typically) is one line naming it."""
+    try:
+        return model(x)
+    except Exception as error:
+        raise CompressbenchError(
+            f"{description}: the model's forward pass on a batch of {len(x)} failed: "
+            f"{describe_exception(error, type(model).forward)}"
+        ) from error
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

@@ -8,7 +8,14 @@ from typing import Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from compressbench.data.bundle import DataBundle, DataSpec, Split, check_arrays, make_bundle
+from compressbench.data.bundle import (
+    DataBundle,
+    DataSpec,
+    Split,
+    check_arrays,
+    make_bundle,
+    resolve_normalisation,
+)
 from compressbench.errors import CompressbenchError
 from compressbench.registry import Registry
 
@@ -32,6 +39,8 @@ class RawDataset:
     y_test: np.ndarray
     num_classes: int
     augmentations: tuple[str, ...] = ()
+    # auto: per-feature for tabular (N, F) inputs, one global mean / std otherwise; or global, per-feature, none.
+    normalisation: str = "auto"
 
 
 class Loader(Protocol):
@@ -91,6 +100,7 @@ def _load(config: DatasetConfig, seed: int) -> DataBundle:
         train_limit=config.train_limit,
         num_classes=raw.num_classes,
         augmentations=raw.augmentations,
+        normalisation=raw.normalisation,
     )
 
 
@@ -104,12 +114,14 @@ def _check_loader_output(source: str, raw: object) -> RawDataset | DataBundle:
     else:
         raise CompressbenchError(
             f"{source}: must return a DataBundle, a RawDataset, a tuple (x_train, y_train, x_test, y_test) "
-            f"or a dict with those keys; got {type(raw).__name__}"
+            f"or a dict with those keys (and optionally 'normalisation'); got {type(raw).__name__}"
         )
+    normalisation = raw.get("normalisation", "auto") if isinstance(raw, dict) else "auto"
     for part, (x, y) in {"train": (x_train, y_train), "test": (x_test, y_test)}.items():
         check_arrays(f"{source} {part}", x, y)
     num_classes = int(max(np.max(y_train), np.max(y_test))) + 1
-    return RawDataset(x_train, y_train, x_test, y_test, num_classes)
+    resolve_normalisation(normalisation, np.ndim(x_train), source)  # a misspelt choice fails here, by name
+    return RawDataset(x_train, y_train, x_test, y_test, num_classes, normalisation=normalisation)
 
 
 # Register the built-in datasets.

@@ -18,8 +18,11 @@ class DataSpec:
     num_classes: int
     # Augmentations that keep the label (e.g. horizontal flip is fine for clothes, not for digits).
     augmentations: tuple[str, ...] = ()
-    mean: float = 0.0
-    std: float = 1.0
+    # How inputs were normalised (`NORMALISATIONS`), with the train split's statistics: one scalar each for
+    # "global", one per feature for "per-feature", none for "none" (the loader's inputs are taken as they are).
+    normalisation: str = "global"
+    mean: float | tuple[float, ...] = 0.0
+    std: float | tuple[float, ...] = 1.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,23 @@ class DataBundle:
         if name not in ("train", "val", "test", "calibration"):
             raise CompressbenchError(f"unknown split {name!r} (known: train, val, test, calibration)")
         return getattr(self, name)
+
+
+NORMALISATIONS = {
+    "global": "one mean and standard deviation over every input value of the train split",
+    "per-feature": "each feature standardised by its own train-split mean and standard deviation",
+    "none": "inputs taken as the loader returns them (the loader's own normalisation)",
+}
+
+
+def resolve_normalisation(asked: str, raw_rank: int, source: str) -> str:
+    """'auto' means per-feature for tabular inputs (N, F), whose features live on their own scales, and one global
+    mean / std for images and signals, whose values share one scale."""
+    if asked == "auto":
+        return "per-feature" if raw_rank == 2 else "global"
+    if asked not in NORMALISATIONS:
+        raise CompressbenchError(f"{source}: normalisation {asked!r} is not one of auto, {', '.join(NORMALISATIONS)}")
+    return asked
 
 
 def check_arrays(source: str, x: np.ndarray, y: np.ndarray, num_classes: int | None = None) -> None:
@@ -77,11 +97,14 @@ def make_bundle(
     train_limit: int | None = None,
     num_classes: int | None = None,
     augmentations: tuple[str, ...] = (),
+    normalisation: str = "global",
 ) -> DataBundle:
-    """Split train into train/val (shuffled by `seed`), draw calibration from train, normalise by train stats.
+    """Split train into train/val (shuffled by `seed`), draw calibration from train, normalise by train statistics
+    (`NORMALISATIONS`; never the val or test split's).
 
     Inputs of shape (N, H, W) or (N, L) gain a channel axis: models always see (N, C, ...).
     """
+    normalisation = resolve_normalisation(normalisation, x_train.ndim, name)
     num_classes = num_classes or int(max(y_train.max(), y_test.max())) + 1
     check_arrays(f"{name} train", x_train, y_train, num_classes)
     check_arrays(f"{name} test", x_test, y_test, num_classes)
@@ -99,22 +122,32 @@ def make_bundle(
 
     x_train = _with_channel_axis(x_train.astype(np.float32))
     x_test = _with_channel_axis(x_test.astype(np.float32))
-    mean = float(x_train[train_idx].mean())
-    std = float(x_train[train_idx].std()) or 1.0
+    if normalisation == "per-feature":
+        mean = x_train[train_idx].mean(axis=0)
+        std = x_train[train_idx].std(axis=0)
+        std[std == 0] = 1.0  # a constant feature stays constant (zero) rather than dividing by zero
+    elif normalisation == "global":
+        mean, std = float(x_train[train_idx].mean()), float(x_train[train_idx].std()) or 1.0
+    else:
+        mean, std = 0.0, 1.0
 
     def split(x: np.ndarray, y: np.ndarray, idx: np.ndarray | None = None) -> Split:
         xs = x if idx is None else x[idx]
         ys = y if idx is None else y[idx]
         return Split(((xs - mean) / std).astype(np.float32), ys.astype(np.int64))
 
-    spec = DataSpec(name, tuple(x_train.shape[1:]), num_classes, augmentations, mean, std)
+    if np.ndim(mean) == 0:
+        stats = (float(mean), float(std))
+    else:
+        stats = (tuple(mean.ravel().tolist()), tuple(std.ravel().tolist()))
+    spec = DataSpec(name, tuple(x_train.shape[1:]), num_classes, augmentations, normalisation, *stats)
     return DataBundle(
         spec,
         train=split(x_train, y_train, train_idx),
         val=split(x_train, y_train, val_idx),
         test=split(x_test, y_test),
         calibration=split(x_train, y_train, calibration_idx),
-        notes={"seed": seed, "normalisation": "mean/std of the train split"},
+        notes={"seed": seed, "normalisation": normalisation, "how": NORMALISATIONS[normalisation]},
     )
 
 

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import os
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,13 @@ def find_file(stem: str) -> Path:
 
 def read_idx(path: Path, magic: int) -> np.ndarray:
     """Read one IDX file (gzipped or not), checking its magic number and declared shape."""
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (EOFError, OSError, zlib.error) as error:  # a truncated or corrupt download, a bad copy
+        raise CompressbenchError(
+            f"{path}: cannot be read ({type(error).__name__}: {error}); the file is truncated or corrupt, "
+            "so delete it and install or download it again"
+        ) from error
     if len(raw) < 8:
         raise CompressbenchError(f"{path}: too short to be an IDX file")
     found = int.from_bytes(raw[:4], "big")

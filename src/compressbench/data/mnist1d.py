@@ -23,4 +23,5 @@ def load() -> RawDataset:
         np.asarray(data["x_test"], np.float32),
         np.asarray(data["y_test"], np.int64),
         num_classes=10,
+        normalisation="global",  # (N, 40) signals, not tabular features: one scale for every point
     )

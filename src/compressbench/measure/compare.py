@@ -11,16 +11,18 @@ from typing import Any, Literal
 
 import onnx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import nn
 
-from compressbench.artifacts import Candidate, kind_of
+from compressbench.artifacts import ONNX, TORCH, Candidate, kind_of
 from compressbench.data import DataBundle
 from compressbench.errors import CompressbenchError
 from compressbench.measure.accuracy import measure_accuracy
 from compressbench.measure.latency import LatencySettings, measure_latency_interleaved
-from compressbench.measure.size import count_macs, count_params, zstd_size
+from compressbench.measure.size import count_graph_params, count_macs, count_params, zstd_size
 from compressbench.registry import unknown_name_message
 from compressbench.results import Metrics
 from compressbench.runtime import export_onnx, installed_runtimes, open_session, runtimes, verify_onnx
+from compressbench.runtime.export import VERIFY_SAMPLES
 
 REFERENCE = "onnxruntime"
 
@@ -73,10 +75,29 @@ def served_artifacts(
             served[runtime] = candidate.served
         else:
             if export is None:
-                export = export_onnx(candidate.module, data.spec.input_shape, settings.exporter)
-                verify_onnx(candidate.module, export, data.test.x[:64], settings.verify_atol)
+                export = verified_export(candidate.module, data, settings)
             served[runtime] = export
     return served, skipped
+
+
+def verified_export(module: nn.Module, data: DataBundle, settings: MeasureSettings) -> onnx.ModelProto:
+    """The module's ONNX export, refused when it disagrees with the module on a real sample of the test data."""
+    export = export_onnx(module, data.spec.input_shape, settings.exporter)
+    verify_onnx(module, export, data.test.x[:VERIFY_SAMPLES], settings.verify_atol)
+    return export
+
+
+def counted_weights(candidate: Candidate, served: Any, data: DataBundle, settings: MeasureSettings) -> tuple[int, int]:
+    """(parameters, non-zeros) of the graph the runtime serves: the weights of the module's verified export (a
+    branch the export never took, or batch norm folded into its convolution, holds none), the module's own when
+    the runtime runs the module itself; quantizing a graph changes no count, so an int8 graph is counted on the
+    float export of its module."""
+    if kind_of(served) == TORCH:
+        return count_params(candidate.module)
+    if candidate.module is None:
+        return count_graph_params(served)
+    return count_graph_params(served if kind_of(served) == ONNX and served is not candidate.artifact
+                              else verified_export(candidate.module, data, settings))  # fmt: skip
 
 
 def measure_candidates(
@@ -136,7 +157,7 @@ def measure_candidates(
     for name, candidate in candidates.items():
         measured = per_runtime[name]
         chosen = _choose(name, measured, settings)
-        params, nonzero = count_params(candidate.module)
+        params, nonzero = counted_weights(candidate, served[name][chosen], data, settings)
         payload = kind_of(served[name][chosen]).serialise(served[name][chosen])
         compressed = zstd_size(payload)
         figures = {

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
 import torch
 import zstandard
+from onnx import numpy_helper
 from torch import nn
 
 from compressbench.modes import CONV_LAYERS, evaluating
@@ -32,9 +34,18 @@ def count_params(module: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in params), sum(int(torch.count_nonzero(p)) for p in params)
 
 
+def count_graph_params(proto: onnx.ModelProto) -> tuple[int, int]:
+    """(parameters, non-zeros) of a float ONNX graph: the elements of its floating-point weight initializers."""
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+    arrays = [numpy_helper.to_array(t) for t in proto.graph.initializer if t.data_type in floats and len(t.dims)]
+    return sum(a.size for a in arrays), sum(int(np.count_nonzero(a)) for a in arrays)
+
+
 def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of the convolutions and linear layers for one input (bias adds and activations not
-    counted, as in the papers), from the layers' shapes as they are now (so pruned channels count as gone)."""
+    counted, as in the papers), from the layers' shapes as they are now (so pruned channels count as gone). The
+    input is the all-zeros one the exporter traces, so a data-dependent forward is counted on the branch that was
+    exported."""
     total = 0
 
     def conv(layer: nn.Conv1d | nn.Conv2d | nn.Conv3d, _inputs, output: torch.Tensor) -> None:
@@ -63,5 +74,5 @@ def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 def measure_size(proto: onnx.ModelProto, module: nn.Module, input_shape: tuple[int, ...]) -> SizeResult:
     payload = proto.SerializeToString()
-    params, nonzero = count_params(module)
+    params, nonzero = count_graph_params(proto)
     return SizeResult(len(payload), zstd_size(payload), params, nonzero, count_macs(module, input_shape))

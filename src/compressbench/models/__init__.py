@@ -12,7 +12,7 @@ from torch import nn
 
 from compressbench.data import DataSpec
 from compressbench.errors import CompressbenchError
-from compressbench.imports import is_user_reference, load_reference
+from compressbench.imports import accepted_keywords, call_user, describe_exception, is_user_reference, load_reference
 from compressbench.modes import evaluating
 from compressbench.registry import Registry
 
@@ -42,7 +42,9 @@ class ModelConfig(BaseModel):
 
 
 # A user factory's model, until the user says otherwise: Adam, cosine, early stopping (the MLP's settings).
-GENERIC_TRAINING = {"epochs": 20, "lr": 1e-3, "schedule": "cosine", "patience": 4}
+# At least 1,000 optimiser steps, so that a small tabular set (a few hundred samples, three batches an epoch) is not
+# stopped after a few dozen steps.
+GENERIC_TRAINING = {"epochs": 20, "lr": 1e-3, "schedule": "cosine", "patience": 4, "min_steps": 1000}
 
 
 def training_defaults(name: str) -> dict[str, Any]:
@@ -72,7 +74,7 @@ def build_model(config: ModelConfig | str, spec: DataSpec, seed: int | None = No
 
 def _build(config: ModelConfig, spec: DataSpec) -> nn.Module:
     if is_user_reference(config.name):
-        model = load_reference(config.name, what="model")(spec)
+        model = _build_user(config, spec)
         if not isinstance(model, nn.Module):
             raise CompressbenchError(
                 f"model {config.name!r}: must return a torch.nn.Module, got {type(model).__name__}"
@@ -90,6 +92,23 @@ def _build(config: ModelConfig, spec: DataSpec) -> nn.Module:
     return model
 
 
+def _build_user(config: ModelConfig, spec: DataSpec) -> nn.Module:
+    """Call a user factory as `factory(spec)`, adding `width=` / `depth=` when they differ from the defaults (a
+    student or a scaled model); a factory that cannot take one is refused rather than silently ignoring it."""
+    factory = load_reference(config.name, what="model")
+    asked = {"width": config.width} if config.width != 1.0 else {}
+    if config.depth is not None:
+        asked["depth"] = config.depth
+    accepted = accepted_keywords(factory)
+    for option, value in asked.items():
+        if option not in accepted and "*" not in accepted:
+            raise CompressbenchError(
+                f"model {config.name!r}: {option} {value} asked, but {factory.__name__}() takes no {option!r} "
+                f"argument; define it as {factory.__name__}(spec, {option}=...) and scale the layers by it"
+            )
+    return call_user(config.name, "model", factory, spec, **asked)
+
+
 def is_compatible(name: str, spec: DataSpec) -> bool:
     if is_user_reference(name):
         return True
@@ -102,9 +121,9 @@ def check_output_shape(model: nn.Module, spec: DataSpec, name: str) -> None:
         with evaluating(model), torch.no_grad():
             out = model(torch.zeros(2, *spec.input_shape))
     except Exception as error:
-        raise CompressbenchError(
-            f"model {name!r}: forward pass on input (2, {spec.input_shape}) failed: {error}"
-        ) from error
+        what = describe_exception(error, type(model).forward)
+        message = f"model {name!r}: forward pass on input (2, {spec.input_shape}) failed: {what}"
+        raise CompressbenchError(message) from error
     if tuple(out.shape) != (2, spec.num_classes):
         raise CompressbenchError(
             f"model {name!r}: output shape {tuple(out.shape)} for 2 inputs; expected (2, {spec.num_classes}) logits"

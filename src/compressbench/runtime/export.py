@@ -17,6 +17,8 @@ from compressbench.runtime.base import open_session
 
 INPUT_NAME, OUTPUT_NAME = "x", "logits"
 OPSET = 17
+# The export check: this many evaluation inputs, in batches of VERIFY_BATCH (so a data-dependent branch shows).
+VERIFY_SAMPLES, VERIFY_BATCH = 512, 64
 
 
 def export_onnx(
@@ -62,13 +64,35 @@ def export_onnx(
     return proto
 
 
-def verify_onnx(model: nn.Module, proto: onnx.ModelProto, sample: np.ndarray, atol: float = 1e-3) -> float:
-    """Run `sample` through torch and ONNX Runtime; raise if the logits differ by more than `atol`."""
-    model.eval()
-    with torch.no_grad():
-        expected = model(torch.from_numpy(sample)).numpy()
-    got = open_session(proto, "onnxruntime", threads=1).run(sample)
-    difference = float(np.abs(expected - got).max())
-    if not difference <= atol:
-        raise CompressbenchError(f"exported ONNX model differs from torch by {difference:.2e} (tolerance {atol:.0e})")
-    return difference
+def verify_onnx(
+    model: nn.Module, proto: onnx.ModelProto, inputs: np.ndarray, atol: float = 1e-3, batch: int = VERIFY_BATCH
+) -> float:
+    """Run `inputs` through torch and ONNX Runtime in batches of `batch` and refuse the export when any logit differs
+    by more than `atol * (1 + |logit|)`; returns the largest difference.
+
+    Several batches of real inputs, not one: a forward pass that branches on the data (a Python `if` on tensor
+    values) is frozen at export to the branch the example input took, and agrees on some batches only."""
+    session = open_session(proto, "onnxruntime", threads=1)
+    worst, worst_at, changed = 0.0, (0, 0), 0
+    excess_seen = False
+    with evaluating(model), torch.no_grad():
+        for start in range(0, len(inputs), batch):
+            chunk = np.ascontiguousarray(inputs[start : start + batch])
+            expected = model(torch.from_numpy(chunk)).numpy()
+            got = session.run(chunk)
+            difference = np.abs(expected - got)
+            excess_seen |= bool((difference > atol * (1 + np.abs(expected))).any()) or not np.isfinite(got).all()
+            changed += int((expected.argmax(1) != got.argmax(1)).sum())
+            if (largest := float(np.nan_to_num(difference, nan=np.inf).max())) > worst:
+                worst, worst_at = largest, (start + int(np.nan_to_num(difference, nan=np.inf).max(1).argmax()), start)
+    if excess_seen:
+        batches = -(-len(inputs) // batch)
+        raise CompressbenchError(
+            f"exported ONNX graph of {type(model).__name__} disagrees with the torch module on {len(inputs)} "
+            f"evaluation inputs: logits differ by up to {worst:.3g} (input {worst_at[0]}, in batch "
+            f"{worst_at[1] // batch + 1} of {batches}; tolerance {atol:.0e} x (1 + |logit|)) and {changed} "
+            "predictions change; the forward pass probably branches on the data (a Python `if` on tensor values is "
+            "frozen at export) or uses an op the exporter does not support, so the served model would not be the "
+            "one you trained"
+        )
+    return worst

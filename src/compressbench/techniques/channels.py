@@ -80,6 +80,17 @@ def trace_groups(model: nn.Module, input_shape: tuple[int, ...], ignored: list[n
     return graph, sorted(groups, key=lambda g: order[g.root])
 
 
+def refuse_recurrent(model: nn.Module, step: str = STEP) -> None:
+    """Recurrent layers (GRU, LSTM, RNN) hold their gates' weights in one packed tensor that Torch-Pruning cannot
+    shrink consistently, so a model with one is refused before anything is traced, naming it."""
+    recurrent = [f"{name} ({type(m).__name__})" for name, m in model.named_modules() if isinstance(m, nn.RNNBase)]
+    if recurrent:
+        raise CompressbenchError(
+            f"{step}: {', '.join(recurrent)} is a recurrent layer, which channel pruning cannot shrink (its gates' "
+            "weights are packed in one tensor); use prune.magnitude, prune.nm or quantization for this model"
+        )
+
+
 def protected_layers(model: nn.Module, input_shape: tuple[int, ...], ignore: list[str], step: str = STEP):
     """The classifier plus the layers the user asked to keep whole."""
     classifier = output_layer(model, input_shape)
@@ -120,6 +131,7 @@ def prune_channels(
     import torch_pruning as tp
     from torch_pruning._helpers import to_plain_idxs
 
+    refuse_recurrent(model, step)
     input_shape = data.spec.input_shape
     kept = protected_layers(model, input_shape, list(ignore or []), step)
     if groups is None:

@@ -40,7 +40,9 @@ class KDConfig(TechniqueConfig):
     temperature: float = Field(4.0, gt=0, description="softmax temperature T of the soft targets")
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the soft-target term; 1 - alpha weighs the labels")
     student: str | None = Field(None, description="zoo model or user factory 'module:function'; default: teacher's")
-    width: float = Field(0.5, gt=0, le=8, description="student width multiplier (zoo students only)")
+    width: float = Field(
+        0.5, gt=0, le=8, description="student width multiplier (zoo, or a user factory taking `width`)"
+    )
     depth: int | None = Field(None, ge=1, description="student depth (zoo students only); default: the teacher's")
     # A student trained from scratch needs more than the teacher's budget (benchmarks/README.md, "Distillation").
     epochs: int | None = Field(None, ge=1, description="student and control epochs; default: twice the teacher's")
@@ -108,6 +110,13 @@ class KnowledgeDistillation(Technique):
         student = self.build_student(student_config, context)
         teacher_params, student_params = param_count(teacher), param_count(student)
         flags = []
+        shrink_asked = student_config.name == context.model.name and student_config.width < context.model.width
+        if shrink_asked and student_params >= teacher_params:
+            raise CompressbenchError(
+                f"{self.name}: asked for a student at width {student_config.width:g}, but "
+                f"{student_config.name} built {student_params:,} params, as many as the teacher's {teacher_params:,}; "
+                "its factory must scale its layers by the `width` it is given"
+            )
         if student_params > teacher_params:
             flags.append(
                 f"{self.name}: the student ({student_params:,} params) is larger than the teacher "

@@ -119,10 +119,27 @@ def quantize_with(step: str, build: Callable[[Path], None]) -> onnx.ModelProto:
         except CompressbenchError:
             raise
         except Exception as error:
+            message = str(error).strip() or "(no message)"
             raise CompressbenchError(
-                f"{step}: ONNX Runtime's quantizer failed: {type(error).__name__}: {error}"
+                f"{step}: ONNX Runtime's quantizer failed{failing_node(error)}: {type(error).__name__}: {message}"
             ) from error
         return onnx.load(target)
+
+
+def failing_node(error: BaseException) -> str:
+    """' at node X (op, layer Y)' for the ONNX node the quantizer was handling when it raised (the innermost frame
+    holding a `node`), so a failure names the layer behind it; empty when none is found."""
+    traceback = error.__traceback__
+    node = None
+    while traceback is not None:
+        candidate = traceback.tb_frame.f_locals.get("node")
+        if isinstance(candidate, onnx.NodeProto):
+            node = candidate
+        traceback = traceback.tb_next
+    if node is None:
+        return ""
+    layer = module_path(node.name)
+    return f" at node {node.name!r} ({node.op_type}{f', layer {layer}' if layer else ''})"
 
 
 def fresh(graph: onnx.ModelProto) -> onnx.ModelProto:

@@ -90,11 +90,14 @@ class ChannelPruning(Technique):
         elif config.ratios == "sensitivity":
             per_layer, allocation = sensitivity_ratios(model, context, config)
         fine_tunes: list[float] = []
+        fine_tune_steps = 0
 
         def between(number: int) -> None:
+            nonlocal fine_tune_steps
             report = fine_tune(model, context, config, what=f"{self.name} fine-tune {number}/{config.steps}")
             if report is not None:
                 fine_tunes.append(report.val_accuracy)
+                fine_tune_steps += report.steps
 
         groups = prune_channels(
             model,
@@ -133,6 +136,7 @@ class ChannelPruning(Technique):
                 "macs_kept": macs_after / macs_before,
                 "params": [params_before, sum(p.numel() for p in model.parameters())],
                 "val_accuracy_after_fine_tune": fine_tunes,
+                "fine_tune_steps": fine_tune_steps,
                 **({"sensitivity": allocation} if allocation else {}),
             }
         )

@@ -20,10 +20,12 @@ from compressbench.techniques.pruning import (
     FineTunedConfig,
     MaskHook,
     apply_masks,
+    coverage_flag,
     dense_bytes,
     fine_tune,
     named_layers,
     relative_index_encoding,
+    skipped_layers,
     sparsity,
 )
 
@@ -119,18 +121,25 @@ class MagnitudePruning(Technique):
         apply_masks(layers, final)
         reached = sparsity(layers)
         storage = sparse_storage(model, layers)
+        skipped = skipped_layers(model, layers)
+        all_weights = sum(m.weight.numel() for m in layers.values()) + sum(e["weights"] for e in skipped.values())
         candidate.module = model
         candidate.storage = storage
         candidate.flags.append(UNEXPLOITED)
+        if flag := coverage_flag(self.name, layers, skipped, config.sparsity):
+            candidate.flags.append(flag)
         candidate.records.append(
             {
                 "step": self.name,
                 "target_sparsity": config.sparsity,
                 "sparsity": reached,
                 "per_layer_sparsity": {n: float((m.weight == 0).float().mean()) for n, m in layers.items()},
+                "sparsity_of_all_weights": sum(int((m.weight == 0).sum()) for m in layers.values()) / all_weights,
+                "skipped_layers": skipped,
                 "scope": config.scope,
                 "schedule": config.schedule,
-                "fine_tune_epochs": config.fine_tune_epochs,
+                "fine_tune_epochs": report.epochs_run if report else 0,
+                "fine_tune_steps": report.steps if report else 0,
                 "val_accuracy_after_fine_tune": report.val_accuracy if report else None,
                 "storage": storage,
             }

@@ -17,9 +17,11 @@ from compressbench.techniques.pruning import (
     FineTunedConfig,
     MaskHook,
     apply_masks,
+    coverage_flag,
     dense_bytes,
     fine_tune,
     named_layers,
+    skipped_layers,
     sparsity,
 )
 
@@ -81,17 +83,23 @@ class NMPruning(Technique):
         apply_masks(fits, masks)
         report = fine_tune(model, context, config, [MaskHook(masks, fits)], what=f"{self.name} fine-tune")
         storage = nm_storage(model, fits, config.n, config.m)
+        skipped = skipped_layers(model, fits)
+        for name in chosen.keys() - fits.keys():
+            skipped[name]["why"] = f"{chosen[name].weight.shape[1]} inputs, not a multiple of m={config.m}"
         candidate.module = model
         candidate.storage = storage
         candidate.flags.append(NEEDS_HARDWARE)
+        if flag := coverage_flag(self.name, fits, skipped, 1 - config.n / config.m):
+            candidate.flags.append(flag)
         candidate.records.append(
             {
                 "step": self.name,
                 "pattern": f"{config.n}:{config.m}",
                 "pruned_layers": list(fits),
-                "skipped_layers": [name for name in chosen if name not in fits],
+                "skipped_layers": skipped,
                 "sparsity": sparsity(fits),
-                "fine_tune_epochs": config.fine_tune_epochs,
+                "fine_tune_epochs": report.epochs_run if report else 0,
+                "fine_tune_steps": report.steps if report else 0,
                 "val_accuracy_after_fine_tune": report.val_accuracy if report else None,
                 "storage": storage,
             }

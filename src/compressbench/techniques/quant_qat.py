@@ -47,6 +47,9 @@ from compressbench.training import evaluate, train
 
 class QATConfig(TechniqueConfig):
     epochs: int = Field(1, ge=0, description="fine-tuning epochs with fake quantization")
+    min_steps: int = Field(
+        300, ge=0, le=1_000_000, description="fine-tune at least this many optimiser steps (more epochs on small data)"
+    )
     lr: float = Field(1e-4, gt=0)
     fine_tune_samples: int | None = Field(20000, ge=1, description="train samples used; None: all")
     fold_batch_norm: bool = True
@@ -181,7 +184,7 @@ class QuantizationAwareTraining(Technique):
         data = limit_train(context.data, config.fine_tune_samples)
         settings = context.train_config.model_copy(
             update={"epochs": config.epochs, "lr": config.lr, "optimizer": "adam", "patience": None,
-                    "schedule": "cosine", "weight_decay": 0.0}
+                    "schedule": "cosine", "weight_decay": 0.0, "min_steps": config.min_steps}
         )  # fmt: skip
         report = train(module, data, settings, seed=context.seed, description=f"{self.name} fine-tune")
         fake_quant_accuracy = evaluate(module, context.data.val)
@@ -189,7 +192,7 @@ class QuantizationAwareTraining(Technique):
         unwrap(float_model)
         float_model.eval()
         exported = export_onnx(float_model, shape)
-        graph = preprocess(self.name, exported)
+        graph, _ = preprocess(self.name, exported)
         exclude = resolve_exclude(self.name, graph, config.exclude)
         candidate.artifact = quantize_static_graph(
             self.name, graph, calibration, op_types=None, exclude=exclude, per_channel=config.per_channel,
@@ -200,7 +203,8 @@ class QuantizationAwareTraining(Technique):
         check = check_outputs(self.name, candidate.artifact, context.data)
         candidate.flags += check["flags"]
         candidate.records.append(
-            {"step": self.name, "epochs": report.epochs_run, "samples": len(data.train), "wrapped_layers": wrapped,
+            {"step": self.name, "epochs": report.epochs_run, "fine_tune_steps": report.steps,
+             "samples": len(data.train), "wrapped_layers": wrapped,
              "batch_norms_folded": folded, "val_accuracy_fake_quant": fake_quant_accuracy,
              "val_accuracy_int8": check["val_accuracy"], "int8_ops": int8_op_counts(candidate.artifact),
              "quantized_layers": quantized_layers(candidate.artifact)}

@@ -63,13 +63,23 @@ def quant_type(name: str):
     return QuantType.QUInt8 if name == "uint8" else QuantType.QInt8
 
 
-def preprocess(step: str, graph: onnx.ModelProto) -> onnx.ModelProto:
+def preprocess(step: str, graph: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    """ONNX Runtime's pre-processing (symbolic shape inference, graph optimisation); returns the graph and what was
+    done. Symbolic shape inference fails on some graphs (a Reshape whose shape is computed at run time, as in
+    attention): then it is skipped, and the rest of the pre-processing still runs."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    def run(target: Path) -> None:
-        quant_pre_process(fresh(graph), target)
+    def run(target: Path, skip_symbolic_shape: bool = False) -> None:
+        quant_pre_process(fresh(graph), target, skip_symbolic_shape=skip_symbolic_shape)
 
-    return quantize_with(step, run)
+    try:
+        return quantize_with(step, run), "shape inference and graph optimisation"
+    except CompressbenchError as error:
+        processed = quantize_with(step, lambda target: run(target, skip_symbolic_shape=True))
+        return (
+            processed,
+            f"graph optimisation only (symbolic shape inference failed{str(error).partition(' failed')[2]})",
+        )
 
 
 def check_op_types(step: str, op_types: list[str]) -> None:
@@ -166,7 +176,7 @@ class StaticQuantization(Technique):
         if config.op_types != "auto":
             check_op_types(self.name, list(config.op_types))
         user_exclude = resolve_exclude(self.name, exported, config.exclude) if config.exclude != "auto" else []
-        graph = preprocess(self.name, exported) if config.preprocess else exported
+        graph, preprocessing = preprocess(self.name, exported) if config.preprocess else (exported, "none")
         missing = [n for n in user_exclude if n not in {node.name for node in graph.graph.node}]
         if missing:
             raise CompressbenchError(
@@ -196,7 +206,7 @@ class StaticQuantization(Technique):
         record: dict[str, Any] = {
             "step": self.name, "calibration": config.calibration, "calibration_samples": len(calibration),
             "per_channel": config.per_channel, "activation_type": config.activation_type,
-            "weight_type": config.weight_type, "reduce_range": config.reduce_range,
+            "weight_type": config.weight_type, "reduce_range": config.reduce_range, "preprocessing": preprocessing,
         }  # fmt: skip
         take_int8_variant(self.name, candidate, exported, variants, config, context, record)
         return candidate

@@ -47,6 +47,9 @@ class WeightSharingConfig(TechniqueConfig):
     kmeans_iterations: int = Field(30, ge=1)
     fine_tune_epochs: int = Field(1, ge=0, description="centroid fine-tuning epochs")
     fine_tune_lr: float = Field(1e-4, gt=0)
+    fine_tune_min_steps: int = Field(
+        300, ge=0, le=1_000_000, description="fine-tune at least this many optimiser steps (more epochs on small data)"
+    )
     fine_tune_samples: int | None = Field(20000, ge=1, description="train samples used for fine-tuning; None: all")
 
 
@@ -235,6 +238,7 @@ class WeightSharing(Technique):
                           "position_bits": position_bits, "weights": len(flat),
                           "nonzero": int(len(nonzero))})  # fmt: skip
         fine_tune: dict[str, Any] = {"epochs": config.fine_tune_epochs}
+        fine_tune_steps = 0
         if config.fine_tune_epochs:
             data = context.data
             if config.fine_tune_samples is not None and config.fine_tune_samples < len(data.train):
@@ -244,11 +248,14 @@ class WeightSharing(Technique):
                 )
             settings = context.train_config.model_copy(
                 update={"epochs": config.fine_tune_epochs, "lr": config.fine_tune_lr, "patience": None,
-                        "schedule": "constant", "weight_decay": 0.0}
+                        "schedule": "constant", "weight_decay": 0.0, "min_steps": config.fine_tune_min_steps}
             )  # fmt: skip
             report = train(module, data, settings, seed=context.seed, hooks=[TiedWeights(ties)],
                            description=f"{self.name} fine-tune")  # fmt: skip
-            fine_tune.update({"samples": len(data.train), "val_accuracy": report.val_accuracy})
+            fine_tune.update(
+                {"epochs": report.epochs_run, "samples": len(data.train), "val_accuracy": report.val_accuracy}
+            )
+            fine_tune_steps = report.steps
         module.eval()
         streams = layer_streams(module, infos)
         for info, stream in zip(infos, streams, strict=True):
@@ -256,6 +263,12 @@ class WeightSharing(Technique):
         candidate.storage = fixed_width_storage(module, streams)
         candidate.flags.append(f"{self.name}: runtime is float (no table look-up kernel): a size-only technique")
         candidate.records.append(
-            {"step": self.name, "layers": infos, "fine_tune": fine_tune, "storage": dict(candidate.storage)}
+            {
+                "step": self.name,
+                "layers": infos,
+                "fine_tune": fine_tune,
+                "fine_tune_steps": fine_tune_steps,
+                "storage": dict(candidate.storage),
+            }
         )
         return candidate
