@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 import compressbench as cb
 from compressbench.cli import app
 from compressbench.data import load_dataset
+from compressbench.imports import load_reference
 from compressbench.models import build_model
 from compressbench.runner.job import short_fine_tune_flag
 from compressbench.store import Store
@@ -194,6 +195,15 @@ def test_magnitude_pruning_of_a_recurrent_model_reports_the_layers_it_left_alone
     assert any("in layers it did not prune (gru (GRU))" in flag for flag in result.flags)
 
 
+def test_int8_of_a_recurrent_model_says_the_recurrent_weights_stay_float(user):
+    result = cb.compress(f"{user}:sequences", f"{user}:gru", "quant.dynamic", training=QUICK, measure=FAST_MEASURE)
+    record = result.steps[-1]
+    # ONNX's GRU takes W (1, 72, 1), R (1, 72, 24) and B (1, 144): its bias is a matrix too.
+    gru = {"op": "GRU", "weights": 72 + 72 * 24 + 144, "why": "no int8 kernel for GRU"}
+    assert record["float_layers"] == {"/gru/GRU": gru}
+    assert any("stay float in layers it has no int8 kernel for (GRU)" in flag for flag in result.flags)
+
+
 def test_channel_pruning_refuses_a_recurrent_layer_by_name(user, tmp_path):
     message = refused(tmp_path / "r.db", f"{user}:sequences", f"{user}:gru", "prune.channels", training=QUICK)
     assert "prune.channels: gru (GRU) is a recurrent layer" in message
@@ -220,6 +230,29 @@ def test_a_static_int8_transformer_names_the_node_where_shape_inference_gave_up(
     assert done.startswith("graph optimisation only (symbolic shape inference failed at node")
     assert "(Reshape, layer encoder.layers.0.self_attn)" in done
     assert len(graph.graph.node) > 0
+
+
+def test_macs_count_attention_and_recurrent_layers_whose_linear_maps_run_as_functions(user):
+    from torch import nn
+
+    from compressbench.measure.size import count_macs
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Linear(2, 8)
+            self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 1)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.encoder(self.embed(x.transpose(1, 2))).mean(1))
+
+    length, embed = 12, 8
+    attention = 4 * length * embed * embed + 2 * length * length * embed  # q, k, v, out projections; scores, sum
+    linears = length * 2 * embed + length * embed * 16 + length * 16 * embed + embed * 3
+    assert count_macs(Tiny(), (2, length)) == attention + linears
+    gru = load_reference(f"{user}:gru", "model")(load_dataset(f"{user}:sequences").spec)
+    assert count_macs(gru, (1, 12)) == 12 * 3 * 24 * (1 + 24) + 24 * 2  # 12 steps x 3 gates x 24 x (input + hidden)
 
 
 def test_a_quantizer_failure_names_the_node_it_was_handling():

@@ -42,10 +42,10 @@ def count_graph_params(proto: onnx.ModelProto) -> tuple[int, int]:
 
 
 def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of the convolutions and linear layers for one input (bias adds and activations not
-    counted, as in the papers), from the layers' shapes as they are now (so pruned channels count as gone). The
-    input is the all-zeros one the exporter traces, so a data-dependent forward is counted on the branch that was
-    exported."""
+    """Multiply-accumulates of the convolutions, linear layers, attention and recurrent layers for one input (bias
+    adds, activations and normalisation not counted, as in the papers), from the layers' shapes as they are now (so
+    pruned channels count as gone). The input is the all-zeros one the exporter traces, so a data-dependent forward
+    is counted on the branch that was exported."""
     total = 0
 
     def conv(layer: nn.Conv1d | nn.Conv2d | nn.Conv3d, _inputs, output: torch.Tensor) -> None:
@@ -57,12 +57,35 @@ def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
         nonlocal total
         total += output[0].numel() * layer.in_features
 
+    def attention(layer: nn.MultiheadAttention, inputs: tuple[torch.Tensor, ...], _output) -> None:
+        # Projections of query (L x E x E), key and value (S x E x kdim, S x E x vdim), scores and weighted sum
+        # (2 x L x S x E), output projection (L x E x E); its linear layers run as functions, so no hook sees them.
+        nonlocal total
+        query, key = inputs[0], inputs[1]
+        length, source = (query.shape[-2], key.shape[-2]) if layer.batch_first else (query.shape[0], key.shape[0])
+        embed = layer.embed_dim
+        total += 2 * length * embed * embed + source * embed * (layer.kdim + layer.vdim) + 2 * length * source * embed
+
+    def recurrent(layer: nn.RNNBase, inputs: tuple[torch.Tensor, ...], _output) -> None:
+        # Every step of every layer and direction: gates x hidden x (layer input + hidden).
+        nonlocal total
+        gates = {"LSTM": 4, "GRU": 3}.get(layer.mode, 1)
+        steps = inputs[0].shape[-2] if layer.batch_first or inputs[0].ndim == 2 else inputs[0].shape[0]
+        directions = 2 if layer.bidirectional else 1
+        for number in range(layer.num_layers):
+            layer_input = layer.input_size if number == 0 else layer.hidden_size * directions
+            total += directions * steps * gates * layer.hidden_size * (layer_input + layer.hidden_size)
+
     handles = []
     for layer in module.modules():
         if isinstance(layer, CONV_LAYERS):
             handles.append(layer.register_forward_hook(conv))
         elif isinstance(layer, nn.Linear):
             handles.append(layer.register_forward_hook(linear))
+        elif isinstance(layer, nn.MultiheadAttention):
+            handles.append(layer.register_forward_hook(attention))
+        elif isinstance(layer, nn.RNNBase):
+            handles.append(layer.register_forward_hook(recurrent))
     try:
         with evaluating(module), torch.no_grad():
             module(torch.zeros(1, *input_shape))

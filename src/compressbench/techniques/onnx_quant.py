@@ -299,7 +299,39 @@ def take_int8_variant(
     record["int8_ops"] = int8_op_counts(candidate.artifact)
     record["quantized_layers"] = quantized_layers(candidate.artifact)
     if chosen != FP32:
+        record["float_layers"] = float_layers(candidate.artifact)
+        if flag := unquantizable_flag(step, candidate.artifact, record["float_layers"]):
+            candidate.flags.append(flag)
         check = check_outputs(step, candidate.artifact, context.data)
         record["val_accuracy"] = check["val_accuracy"]
         candidate.flags += check["flags"]
     candidate.records.append(record)
+
+
+def float_layers(graph: onnx.ModelProto) -> dict[str, dict[str, Any]]:
+    """The nodes of a quantized graph whose weights (float initializers of two or more dimensions) stayed float:
+    excluded layers, and ops the quantizer has no int8 kernel for (a GRU, an LSTM), with their weight counts."""
+    floats = {t.name: int(np.prod(t.dims)) for t in graph.graph.initializer
+              if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) >= 2}  # fmt: skip
+    layers = {}
+    for node in graph.graph.node:
+        weights = sum(floats[name] for name in node.input if name in floats)
+        if weights and node.op_type not in ("DequantizeLinear", "QuantizeLinear"):
+            why = "excluded (kept in float)" if node.op_type in WEIGHTED_OPS else f"no int8 kernel for {node.op_type}"
+            layers[node.name] = {"op": node.op_type, "weights": weights, "why": why}
+    return layers
+
+
+def unquantizable_flag(step: str, graph: onnx.ModelProto, layers: dict[str, dict[str, Any]]) -> str | None:
+    """A flag when ops the quantizer cannot handle hold more than a tenth of the weights: the int8 model is then
+    mostly float, whatever the step's name says (layers excluded on purpose are not flagged)."""
+    left = {name: entry for name, entry in layers.items() if entry["op"] not in WEIGHTED_OPS}
+    total = sum(int(np.prod(t.dims)) for t in graph.graph.initializer if len(t.dims) >= 2)
+    weights = sum(entry["weights"] for entry in left.values())
+    if not total or weights <= 0.1 * total:
+        return None
+    ops = ", ".join(sorted({entry["op"] for entry in left.values()}))
+    return (
+        f"{step}: {weights:,} of {total:,} weights ({weights / total:.0%}) stay float in layers it has no int8 kernel "
+        f"for ({ops}); only the rest is int8"
+    )
