@@ -103,7 +103,9 @@ def check_type(field: str, value: object, types: tuple[type, ...], expected: str
         return
     got = type(value).__name__
     if callable(value) and hasattr(value, "__module__") and hasattr(value, "__name__"):
-        got = f"the {got} {value.__name__} (pass it by reference, as '{value.__module__}:{value.__name__}')"
+        code = getattr(value, "__code__", None)
+        where = code.co_filename if value.__module__ == "__main__" and code else value.__module__
+        got = f"the {got} {value.__name__} (pass it by reference, as '{where}:{value.__name__}')"
     raise CompressbenchError(f"{field}: expected {expected}; got {got}")
 
 
