@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 STUDY ?= studies/default.yaml
 OUT ?= runs/default
 
-.PHONY: setup study test bench lint data clean
+.PHONY: setup study test bench lint data browser clean
 
 setup: $(STAMP)
 
@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev,openvino]'
 	@$(MAKE) --no-print-directory data
+	@$(MAKE) --no-print-directory browser
 	touch $(STAMP)
 
 # Fashion-MNIST comes from Debian's package when we may install it; otherwise say exactly how to get it.
@@ -30,6 +31,18 @@ data:
 	else \
 		echo "fashion-mnist: not installed. Run 'sudo apt-get install dataset-fashion-mnist'," \
 		     "or '$(BIN)/compressbench data download fashion-mnist', or set COMPRESSBENCH_DATA to a folder with the IDX files."; \
+	fi
+
+# Chromium renders the HTML report in a test; where it cannot be installed, that test is skipped with the reason.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then \
+		echo "chromium: found"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		((apt-get install -y -q chromium >/dev/null 2>&1 || \
+		  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) && \
+		 echo "chromium: installed Debian's chromium") || echo "chromium: could not be installed; the browser test is skipped"; \
+	else \
+		echo "chromium: not installed (needs root and apt); the browser test of the report is skipped"; \
 	fi
 
 study: $(STAMP)

@@ -134,6 +134,20 @@ def test_auto_picks_the_faster_candidate_where_quantizing_convolutions_is_slower
     assert "MatMulInteger" in ops and "ConvInteger" not in ops
 
 
+def test_auto_times_its_variants_on_every_runtime_that_will_serve_the_candidate(lenet):
+    """With the job measuring on ONNX Runtime and OpenVINO, `auto` times fp32 and each int8 variant on both and
+    compares each graph on its fastest runtime (never on ONNX Runtime alone)."""
+    data, model, context = lenet
+    both = dataclasses.replace(context, runtimes=("onnxruntime", "openvino"))
+    step = {"technique": "quant.static", "max_accuracy_drop_pt": 100, "min_speedup": 0.01}
+    table = apply(step, model, both).records[-1]["variants"]
+    chosen_runtimes = {runtime for row in table for runtime in row["runtime"].values()}
+    assert chosen_runtimes <= {"onnxruntime", "openvino"} and len(table) >= 2
+    assert all(speedup == 1.0 for speedup in table[0]["speedup"].values())  # fp32 against itself
+    only_ort = apply(step, model, context).records[-1]["variants"]
+    assert {runtime for row in only_ort for runtime in row["runtime"].values()} == {"onnxruntime"}
+
+
 def test_auto_keeps_fp32_with_a_flag_when_no_variant_is_fast_enough(lenet):
     data, model, context = lenet
     candidate = apply({"technique": "quant.static", "min_speedup": 100.0}, model, context)

@@ -118,3 +118,36 @@ def test_the_family_table_for_old_rows_agrees_with_the_techniques_themselves():
     from compressbench.techniques import techniques
 
     assert {name: techniques.get(name).family for name in techniques.names()} == LEGACY_FAMILIES
+
+
+def test_a_shipped_baseline_is_found_by_the_key_a_local_training_would_use(tmp_path):
+    """Ship a trained baseline, then ask for it from an empty cache: same key -> the shipped weights, untrained; a
+    changed training config -> trained here; retrain_baselines -> trained here; a tampered file -> refused."""
+    import torch
+
+    import compressbench as cb
+    from compressbench.cache import Cache
+
+    quick = cb.TrainConfig(epochs=1)
+    trained = cb.baseline("digits", "mlp", training=quick, cache=Cache(tmp_path / "a", shipped=None))
+    shipped_dir = tmp_path / "shipped"
+    Cache(tmp_path / "a").ship(trained.meta["key"], shipped_dir, command="pytest")
+
+    fresh = Cache(tmp_path / "b", shipped=shipped_dir)
+    found = cb.baseline("digits", "mlp", training=quick, cache=fresh)
+    assert found.meta["origin"] == "shipped" and found.meta["command"] == "pytest"
+    pairs = zip(found.module.state_dict().values(), trained.module.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    assert not (tmp_path / "b" / "baselines").exists()  # nothing was trained
+
+    other = cb.baseline("digits", "mlp", training=cb.TrainConfig(epochs=2), cache=fresh)
+    assert other.meta["origin"] == "trained here" and other.meta["key"] != trained.meta["key"]
+    again = cb.baseline(
+        "digits", "mlp", training=quick, cache=Cache(tmp_path / "c", shipped=shipped_dir), retrain_baselines=True
+    )
+    assert again.meta["origin"] == "trained here" and not again.meta["cached"]
+
+    weights = shipped_dir / f"{trained.meta['key']}.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(cb.CompressbenchError, match="does not match its metadata .* refused"):
+        cb.baseline("digits", "mlp", training=quick, cache=Cache(tmp_path / "d", shipped=shipped_dir))

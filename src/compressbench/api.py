@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,18 +42,21 @@ def compress(
     cache: Cache | None = None,
     store: Path | str | None = None,
     measure_every_step: bool = False,
+    retrain_baselines: bool = False,
 ) -> RunResult:
     """Train (or reuse) the baseline, apply `recipe`, measure baseline and candidate side by side.
 
     With `store`, the run is written to that results database (and taken from it when already there with the same
-    key). With `measure_every_step`, `result.stages` holds the figures after each step of the recipe.
+    key). With `measure_every_step`, `result.stages` holds the figures after each step of the recipe. With
+    `retrain_baselines`, the baseline is trained afresh (not taken from the cache or the shipped ones) and the run
+    is measured again, replacing a stored one.
     """
     job = make_job(dataset, model, recipe, seed=seed, training=training, measure=measure)
     results = Store(store) if store else None
-    stored = results.get(job.key()) if results else None
+    stored = results.get(job.key()) if results and not retrain_baselines else None
     if stored and stored.status == "ok" and stored.result and (stored.result.stages or not measure_every_step):
         return stored.result
-    result = run_job(job, cache or Cache(default_cache_dir()), measure_every_step=measure_every_step)
+    result = run_job(job, _cache(cache, retrain_baselines), measure_every_step=measure_every_step)
     if results:
         results.put(job.key(), job.identity(), result=result)
     return result
@@ -75,12 +79,18 @@ def baseline(
     seed: int = 0,
     training: TrainConfig | None = None,
     cache: Cache | None = None,
+    retrain_baselines: bool = False,
 ) -> Baseline:
-    """The trained baseline `compress` would use (trained once, then taken from the cache)."""
+    """The trained baseline `compress` would use (trained once, then taken from the cache or the shipped ones)."""
     job = make_job(dataset, model, "none", seed=seed, training=training)
     data = load_dataset(job.dataset, seed)
-    module, meta = trained_baseline(job, data, cache or Cache(default_cache_dir()))
+    module, meta = trained_baseline(job, data, _cache(cache, retrain_baselines))
     return Baseline(module, data, job, meta)
+
+
+def _cache(cache: Cache | None, retrain_baselines: bool) -> Cache:
+    cache = cache or Cache(default_cache_dir())
+    return dataclasses.replace(cache, retrain_baselines=True) if retrain_baselines else cache
 
 
 def measure_models(
@@ -104,11 +114,17 @@ def load_study(path: Path | str) -> StudySpec:
     return _load_study(path)
 
 
-def run_study(spec: StudySpec | Path | str, out: Path | str, cache: Cache | None = None) -> dict[str, int]:
-    """Run a study file; every run lands in `out/results.db`; runs already stored are skipped."""
+def run_study(
+    spec: StudySpec | Path | str, out: Path | str, cache: Cache | None = None, retrain_baselines: bool = False
+) -> dict[str, int]:
+    """Run a study file; every run lands in `out/results.db`; runs already stored are skipped. With
+    `retrain_baselines` (or the study's own `retrain_baselines: true`), the baselines of the jobs that run are trained
+    afresh rather than taken from the cache or the shipped ones."""
+    from compressbench.runner.study import load_study as _load_study
     from compressbench.runner.study import run_study as _run_study
 
-    return _run_study(spec, out, cache)
+    spec = spec if not isinstance(spec, Path | str) else _load_study(spec)
+    return _run_study(spec, out, _cache(cache, retrain_baselines or spec.retrain_baselines))
 
 
 def _database(out: Path | str) -> Path:
@@ -167,7 +183,7 @@ def sensitivity(
 
     training = default_train_config(model)
     if epochs is not None:
-        training = training.model_copy(update={"epochs": epochs})
+        training = training.model_copy(update={"epochs": epochs, "min_steps": 0})  # exactly those epochs
     cache = cache or Cache(default_cache_dir())
     trained = baseline(dataset, ModelConfig(name=model, width=width), seed=seed, training=training, cache=cache)
     return layer_sensitivity(

@@ -78,13 +78,16 @@ def run(
     repeats: Annotated[int, typer.Option(help="timed blocks per session, interleaved")] = 15,
     out_dir: Annotated[Path, typer.Option("--out", help="folder of the results database")] = Path("runs/cli"),
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
+    retrain_baselines: Annotated[
+        bool, typer.Option(help="train the baseline afresh, not from the cache or the shipped ones")
+    ] = False,
 ) -> None:
     """Train (or reuse) a baseline, apply one recipe, and measure both side by side."""
     if runtime != "auto":
         cb.describe("runtimes", runtime)  # an unknown name is answered with the close matches
     training = cb.default_training(model)
     if epochs is not None:
-        training = training.model_copy(update={"epochs": epochs})
+        training = training.model_copy(update={"epochs": epochs, "min_steps": 0})  # exactly those epochs
     sizes = tuple(sorted(set(batch_sizes or (1, 256)) | {batch}))
     latency = cb.LatencySettings(threads=threads, batch_sizes=sizes, warmup_s=warmup, blocks=repeats)
     result = cb.compress(
@@ -95,6 +98,7 @@ def run(
         training=training,
         measure=cb.MeasureSettings(runtime=runtime, latency=latency, target_batch=batch),
         store=out_dir / "results.db",
+        retrain_baselines=retrain_baselines,
     )
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), indent=1) + "\n")
@@ -169,11 +173,14 @@ def _bytes(n: int) -> str:
 def study(
     spec: Annotated[Path, typer.Argument(help="study YAML file")],
     out_dir: Annotated[Path | None, typer.Option("--out", help="results folder (default runs/<study name>)")] = None,
+    retrain_baselines: Annotated[
+        bool, typer.Option(help="train baselines afresh, not from the cache or the shipped ones")
+    ] = False,
 ) -> None:
     """Run every job of a study; stored runs are skipped, so re-running resumes."""
     parsed = cb.load_study(spec)
     folder = out_dir or Path("runs") / parsed.name
-    counts = cb.run_study(parsed, folder)
+    counts = cb.run_study(parsed, folder, retrain_baselines=retrain_baselines)
     out.print(
         f"study {parsed.name}: {counts['planned']} jobs, {counts['stored_before']} already stored, "
         f"{counts['ok']} ran, {counts['failed']} failed -> {folder / 'results.db'}",
@@ -350,7 +357,7 @@ def recommend(
         table.add_row(
             answer.dataset,
             answer.model,
-            answer.label(answer.best) or "nothing meets the budget",
+            answer.label(answer.best) or "keep the baseline",
             answer.label(answer.runner_up) or "—",
             answer.reason,
         )

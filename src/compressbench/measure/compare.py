@@ -100,14 +100,18 @@ def counted_weights(candidate: Candidate, served: Any, data: DataBundle, setting
                               else verified_export(candidate.module, data, settings))  # fmt: skip
 
 
+def measured_runtimes(settings: MeasureSettings) -> list[str]:
+    """The runtimes a candidate is measured on: the one asked for, or with auto every installed one compared."""
+    if settings.runtime != "auto":
+        return [settings.runtime]
+    return [name for name in installed_runtimes() if settings.compare is None or name in settings.compare]
+
+
 def measure_candidates(
     candidates: dict[str, Candidate], data: DataBundle, settings: MeasureSettings
 ) -> dict[str, Metrics]:
     """Metrics for each named candidate; every (candidate, runtime) session is timed in one interleaved pass."""
-    if settings.runtime == "auto":
-        names = [name for name in installed_runtimes() if settings.compare is None or name in settings.compare]
-    else:
-        names = [settings.runtime]
+    names = measured_runtimes(settings)
     if settings.runtime != "auto" and (problem := runtimes.get(settings.runtime).missing()):
         raise CompressbenchError(problem)
     sessions, served, skipped = {}, {}, {}

@@ -36,6 +36,6 @@ models.register("conv1d")(
         build,
         2,
         "1-D CNN, 3 conv layers of 32/64/64 channels, for MNIST-1D",
-        training={"epochs": 40, "lr": 3e-3, "weight_decay": 1e-4, "schedule": "cosine"},
+        training={"epochs": 40, "lr": 3e-3, "weight_decay": 1e-4, "schedule": "cosine", "min_steps": 3000},
     )
 )

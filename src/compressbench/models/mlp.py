@@ -35,6 +35,6 @@ models.register("mlp")(
         build,
         None,
         "LeNet-300-100 fully connected network (266k params on 28x28)",
-        training={"epochs": 20, "lr": 1e-3, "schedule": "cosine", "patience": 4},
+        training={"epochs": 20, "lr": 1e-3, "schedule": "cosine", "patience": 4, "min_steps": 3000},
     )
 )

@@ -17,13 +17,21 @@ class Claim:
     judge: Callable[[list[RecipeSummary]], tuple[str, str]]
 
 
+# A baseline more than this many points under its reference, or a fine-tune shorter than this many optimiser steps
+# (the techniques' default minimum), cannot show that a claim does not hold.
+UNDER_REFERENCE_PT = 1.0
+FINE_TUNE_FLOOR_STEPS = 300
+FAMILY_OF_CLAIM = {"pruning": {"pruning"}, "int8": {"quantization"}, "distillation": {"distillation"}}
+
+
 @dataclass(frozen=True)
 class Verdict:
     claim: str
     dataset: str
     model: str
-    verdict: str  # "holds" | "does not hold" | "not measured"
+    verdict: str  # "holds" | "does not hold" | "not measured" | "inconclusive (...)"
     why: str
+    conditions: str = ""  # baseline accuracy against its reference, fine-tuning budget, seeds
 
 
 def _best_speedup(summary: RecipeSummary) -> tuple[str, float]:
@@ -163,11 +171,58 @@ CLAIMS = [
 ]
 
 
-def judge_claims(summaries: list[RecipeSummary]) -> list[Verdict]:
+def judge_claims(
+    summaries: list[RecipeSummary], per_seed: dict[int, list[RecipeSummary]] | None = None
+) -> list[Verdict]:
+    """Each claim on each (dataset, model), with the conditions it was judged under.
+
+    A "does not hold" from a baseline more than 1 pt under its reference accuracy (recorded with the run: the shipped
+    baseline's), or from a fine-tune under the floor, is "inconclusive". With `per_seed` summaries (several seeds),
+    the claim is judged in each seed too: it holds when it held in most."""
     groups = by_model(summaries)
+    seed_groups = {seed: by_model(group) for seed, group in (per_seed or {}).items()}
     verdicts = []
     for claim in CLAIMS:
         for (dataset, model), group in groups.items():
             verdict, why = claim.judge(group)
-            verdicts.append(Verdict(claim.key, dataset, model, verdict, why))
+            held = [claim.judge(seeds[(dataset, model)])[0] == "holds" for seeds in seed_groups.values()
+                    if (dataset, model) in seeds]  # fmt: skip
+            if len(held) > 1 and verdict != "not measured":
+                verdict = "holds" if sum(held) > len(held) / 2 else "does not hold"
+                why += f"; held in {sum(held)} of {len(held)} seeds"
+            relevant = [s for s in group if s.families & FAMILY_OF_CLAIM.get(claim.key, s.families)]
+            reason = _inconclusive(group, relevant)
+            if verdict == "does not hold" and reason:
+                verdict = f"inconclusive ({reason})"
+            verdicts.append(Verdict(claim.key, dataset, model, verdict, why, _conditions(group, relevant)))
     return verdicts
+
+
+def reference_of(group: list[RecipeSummary]) -> float | None:
+    return next((s.reference_accuracy for s in group if s.reference_accuracy is not None), None)
+
+
+def _inconclusive(group: list[RecipeSummary], relevant: list[RecipeSummary]) -> str:
+    baseline, reference = group[0].baseline_accuracy.mean, reference_of(group)
+    if reference is not None and (reference - baseline) * 100 > UNDER_REFERENCE_PT:
+        return f"under-trained baseline: {baseline * 100:.1f}% vs {reference * 100:.1f}%"
+    budgets = [s.fine_tune_steps for s in relevant if s.fine_tune_steps is not None]
+    if budgets and min(budgets) < FINE_TUNE_FLOOR_STEPS:
+        return f"short fine-tuning budget: {min(budgets)} steps < {FINE_TUNE_FLOOR_STEPS}"
+    return ""
+
+
+def _conditions(group: list[RecipeSummary], relevant: list[RecipeSummary]) -> str:
+    first = group[0]
+    reference = reference_of(group)
+    parts = [
+        f"baseline {first.baseline_accuracy.mean * 100:.2f}%"
+        + (f" (reference {reference * 100:.2f}%)" if reference is not None else " (no reference)")
+    ]
+    budgets = sorted({s.fine_tune_steps for s in relevant if s.fine_tune_steps is not None})
+    if budgets:
+        parts.append(f"fine-tuning {budgets[0]}" + (f"-{budgets[-1]}" if len(budgets) > 1 else "") + " steps")
+    seeds = max(len(s.seeds) for s in group)
+    spread = max((s.accuracy_drop_pt.spread for s in relevant), default=0.0)
+    parts.append(f"{seeds} seed{'s' if seeds > 1 else ''}" + (f", drop spread ±{spread:.2f} pt" if seeds > 1 else ""))
+    return "; ".join(parts)

@@ -43,6 +43,9 @@ class RecipeSummary:
     runtime: str
     flags: list[str] = field(default_factory=list)
     control: dict[str, Any] | None = None  # the distillation control (student alone), when the recipe has one
+    fine_tune_steps: int | None = None  # optimiser steps of fine-tuning in all (first seed); None: none recorded
+    # The test accuracy this baseline should reach (the shipped baseline of the same zoo model and data), when known.
+    reference_accuracy: float | None = None
 
     @property
     def usable(self) -> bool:
@@ -85,9 +88,16 @@ def summarise_runs(runs: list[Run]) -> list[RecipeSummary]:
                 runtime=first.runtime,
                 flags=flags,
                 control={"accuracy": Stat.of(controls)} if controls else None,
+                fine_tune_steps=_fine_tune_steps(first.steps),
+                reference_accuracy=first.baseline_training.get("reference_accuracy"),
             )
         )
     return summaries
+
+
+def _fine_tune_steps(records: list[dict[str, Any]]) -> int | None:
+    steps = [int(record["fine_tune_steps"]) for record in records if "fine_tune_steps" in record]
+    return sum(steps) if steps else None
 
 
 def by_model(summaries: list[RecipeSummary]) -> dict[tuple[str, str], list[RecipeSummary]]:

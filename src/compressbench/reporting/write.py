@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from compressbench.errors import CompressbenchError
-from compressbench.reporting.claims import CLAIMS, hybrids_vs_parts, judge_claims
+from compressbench.reporting.claims import CLAIMS, Verdict, hybrids_vs_parts, judge_claims
 from compressbench.reporting.recommend import recommend
-from compressbench.reporting.sections import Section, Table, render_html, render_markdown
+from compressbench.reporting.sections import Cell, Section, Table, render_html, render_markdown
 from compressbench.reporting.summary import RecipeSummary, by_model, summarise_runs
 from compressbench.store import Run, RunResult, Store
 
@@ -84,6 +84,75 @@ def recipe_table(group: list[RecipeSummary]) -> Table:
     return header, rows
 
 
+TONES = {"holds": "good", "does not hold": "bad", "not measured": "none"}
+OVERVIEW_BATCH = "256"
+
+
+def verdict_matrix(verdicts: list[Verdict], claim_text: dict[str, str]) -> Table:
+    """Claims down, (dataset, model) across: one coloured word a cell, the figure and conditions on hover."""
+    columns = list(dict.fromkeys((v.dataset, v.model) for v in verdicts))
+    cells = {(v.claim, v.dataset, v.model): v for v in verdicts}
+    rows: list[list[str | Cell]] = []
+    for claim in dict.fromkeys(v.claim for v in verdicts):
+        row: list[str | Cell] = [claim_text[claim]]
+        for dataset, model in columns:
+            v = cells.get((claim, dataset, model))
+            if v is None:
+                row.append(Cell("—", "none"))
+                continue
+            word = v.verdict.split(" (")[0]
+            row.append(Cell(word, TONES.get(word, "unsure"), f"{v.verdict}: {v.why}. {v.conditions}"))
+        rows.append(row)
+    return ["claim", *[f"{dataset} / {model}" for dataset, model in columns]], rows
+
+
+def family_label(summary: RecipeSummary) -> str:
+    return "hybrid" if len(summary.families) > 1 else next(iter(summary.families), "baseline")
+
+
+def overview_figure(summaries: list[RecipeSummary], max_accuracy_drop: float) -> list[Any]:
+    """One chart for the whole study: for every model, the best recipe of each family (speed-up vs accuracy drop)."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    symbols = {"pruning": "triangle-up", "quantization": "square", "distillation": "diamond", "hybrid": "star"}
+    for (dataset, model), group in by_model(summaries).items():
+        best = {}
+        for summary in group:
+            if summary.recipe == "none" or not summary.usable or OVERVIEW_BATCH not in summary.speedup:
+                continue
+            family = family_label(summary)
+            within = summary.accuracy_drop_pt.mean <= max_accuracy_drop
+            rank = (within, summary.speedup[OVERVIEW_BATCH].mean if within else -summary.accuracy_drop_pt.mean)
+            if family not in best or rank > best[family][0]:
+                best[family] = (rank, summary)
+        chosen = [summary for _, summary in best.values()]
+        if not chosen:
+            continue
+        figure.add_trace(
+            go.Scatter(
+                x=[s.speedup[OVERVIEW_BATCH].mean for s in chosen],
+                y=[s.accuracy_drop_pt.mean for s in chosen],
+                mode="markers",
+                name=f"{dataset} / {model}",
+                marker={"size": 11, "symbol": [symbols.get(family_label(s), "circle") for s in chosen]},
+                hovertext=[f"{s.recipe} ({family_label(s)}) on {s.runtime}" for s in chosen],
+                hovertemplate="%{hovertext}<br>%{x:.2f}x, drop %{y:+.2f} pt<extra>%{fullData.name}</extra>",
+            )
+        )
+    figure.add_hline(y=max_accuracy_drop, line={"dash": "dot"}, annotation_text=f"budget {max_accuracy_drop:g} pt")
+    figure.add_vline(x=1.0, line={"dash": "dot"})
+    figure.update_layout(
+        xaxis_title=f"speed-up at batch {OVERVIEW_BATCH} (x, vs ONNX Runtime fp32)",
+        yaxis_title="accuracy drop (pt; lower is better)",
+        xaxis_type="log",
+        height=480,
+        margin={"t": 30, "l": 60, "r": 20, "b": 50},
+        legend={"title": "marker: ▲ pruning ■ int8 ◆ distillation ★ hybrid"},
+    )
+    return [figure]
+
+
 def runtime_table(runs: list[Run]) -> Table:
     """For runs measured with `runtime: auto`: each candidate's speed-up on every runtime vs ONNX Runtime fp32
     (mean over seeds), the precision that runtime executed, and which one was kept; the baseline's fp32 row first."""
@@ -141,22 +210,43 @@ def report_sections(store: Store, meta: dict[str, Any], max_accuracy_drop: float
         )
     summaries = summarise_runs(runs)
     sections: list[Section] = []
-    if meta.get("description"):
-        sections.append(Section("", note=meta["description"]))
     if meta.get("traded_away"):
         sections.append(Section("", lead="What this profile traded away:", note=meta["traded_away"]))
+    claim_text = {c.key: c.text for c in CLAIMS}
+    seeds = sorted({r.seed for r in runs if r.status == "ok"})
+    per_seed = {seed: summarise_runs([r for r in runs if r.seed == seed]) for seed in seeds} if len(seeds) > 1 else None
+    judged = judge_claims(summaries, per_seed)
+    sections.append(
+        Section(
+            "Do the claims hold?",
+            note="Hover a verdict for its figure and conditions. A verdict is inconclusive, not negative, when its "
+            "baseline is more than 1 pt under the reference (the shipped baseline of that model) or its fine-tuning "
+            "ran under 300 optimiser steps.",
+            tables=[verdict_matrix(judged, claim_text)],
+        )
+    )
+    sections.append(
+        Section(
+            "Best of each family, every model",
+            note=f"Accuracy drop against speed-up at batch {OVERVIEW_BATCH}: for each model, the fastest recipe of "
+            f"each family within {max_accuracy_drop:g} pt (or, when none is, the one that lost least). Hover a point "
+            "for its recipe.",
+            figures=partial(overview_figure, summaries, max_accuracy_drop),
+        )
+    )
+    if meta.get("description"):
+        sections.append(Section("", note=meta["description"]))
     sections.append(Section(f"Recommendation (accuracy budget {max_accuracy_drop:g} pt)"))
     for objective, batch in (("latency", 1), ("latency", 256), ("size", 256)):
         answers = recommend(summaries, max_accuracy_drop, objective, batch)  # type: ignore[arg-type]
         rows = [[a.dataset, a.model, a.label(a.best) or "—", a.label(a.runner_up) or "—", a.reason] for a in answers]
         title = f"Objective: {objective}" + (f", batch {batch}" if objective == "latency" else "")
         sections.append(Section(title, level=3, tables=[(["dataset", "model", "best", "runner-up", "why"], rows)]))
-    claim_text = {c.key: c.text for c in CLAIMS}
     verdicts: Table = (
-        ["claim", "dataset", "model", "verdict", "measured"],
-        [[claim_text[v.claim], v.dataset, v.model, v.verdict, v.why] for v in judge_claims(summaries)],
+        ["claim", "dataset", "model", "verdict", "measured", "conditions"],
+        [[claim_text[v.claim], v.dataset, v.model, v.verdict, v.why, v.conditions] for v in judged],
     )
-    sections.append(Section("Do the claims hold?", tables=[verdicts]))
+    sections.append(Section("Every verdict with its figure and conditions", tables=[verdicts], folded=True))
     hybrids: Table = (
         ["dataset", "model", "hybrid", "best single technique of its families", "measured", "wins"],
         [[h.dataset, h.model, h.hybrid, h.against, h.figure, h.winner] for h in hybrids_vs_parts(summaries)],
@@ -173,8 +263,19 @@ def report_sections(store: Store, meta: dict[str, Any], max_accuracy_drop: float
     if failed:
         items = [f"{r.dataset} / {r.model} / {r.recipe} / seed {r.seed}: {first_line(r.error)}" for r in failed]
         sections.append(Section("Failed runs", items=items))
-    sections.append(Section("How every number was measured", items=footer_lines(runs)))
+    sections.append(Section("How every number was measured", items=[*footer_lines(runs), baseline_origins(runs)]))
     return sections
+
+
+def baseline_origins(runs: list[Run]) -> str:
+    """Which baselines came with the package and which were trained on this machine."""
+    origins: dict[str, set[str]] = defaultdict(set)
+    for run in runs:
+        if run.status == "ok" and run.result:
+            origin = run.result.baseline_training.get("origin", "trained here")
+            origins[origin].add(f"{run.dataset} / {run.model}")
+    parts = [f"{origin}: {', '.join(sorted(pairs))}" for origin, pairs in sorted(origins.items())]
+    return "Baselines " + "; ".join(parts) + " (shipped ones are the package's, trained with the family's settings)."
 
 
 def study_meta(folder: Path) -> dict[str, Any]:
@@ -235,10 +336,10 @@ def pareto_figures(group: list[RecipeSummary]) -> list[Any]:
             go.Scatter(
                 x=[p[0] for p in points],
                 y=[p[1] for p in points],
-                mode="markers+text",
+                mode="markers",
                 name="recipes",
-                text=[s.recipe for s in group],
-                textposition="top center",
+                hovertext=[f"{s.recipe} on {s.runtime}" for s in group],
+                hovertemplate="%{hovertext}<br>%{x:.3g}, %{y:.2f}%<extra></extra>",
                 error_y={"type": "data", "array": [s.accuracy.spread * 100 for s in group], "visible": True},
             )
         )

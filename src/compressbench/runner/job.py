@@ -8,13 +8,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from compressbench.artifacts import TORCH
-from compressbench.cache import Cache
+from compressbench.cache import Cache, shipped_accuracies
 from compressbench.data import DataBundle, DatasetConfig, load_dataset
 from compressbench.errors import CompressbenchError
 from compressbench.hashing import config_hash
 from compressbench.imports import is_user_reference, reference_fingerprint
 from compressbench.measure.accuracy import collapse_flag
-from compressbench.measure.compare import MeasureSettings, measure_candidates, verified_export
+from compressbench.measure.compare import MeasureSettings, measure_candidates, measured_runtimes, verified_export
 from compressbench.measure.environment import environment
 from compressbench.models import ModelConfig, build_model
 from compressbench.progress import log
@@ -134,7 +134,8 @@ def trained_baseline(job: JobConfig, data: DataBundle, cache: Cache):
     }
 
     def fit(model) -> dict[str, Any]:
-        report = train(model, data, job.training, seed=job.seed, description=f"baseline {job.model.name}")
+        report = train(model, data, job.training, seed=job.seed, description=f"baseline {job.model.name}",
+                       channels_last=not is_user_reference(job.model.name))  # fmt: skip
         return {
             "val_accuracy": report.val_accuracy,
             "epochs_run": report.epochs_run,
@@ -165,6 +166,7 @@ def run_job(job: JobConfig, cache: Cache, measure_every_step: bool = False) -> R
         seed=job.seed,
         cache=cache,
         latency=job.measure.latency,
+        runtimes=tuple(measured_runtimes(job.measure)),
     )
     candidate = Candidate(module=copy.deepcopy(baseline))
 
@@ -194,7 +196,9 @@ def summarise(
     speedup = {b: base.latency_ms[b] / cand.latency_ms[b] for b in base.latency_ms}
     flags = list(candidate.flags)
     # Below 0.95x is outside the run-to-run noise of interleaved medians here; between 0.95 and 1.0 is "no change".
-    flags += [f"slower than baseline at batch {b} ({s:.2f}x)" for b, s in speedup.items() if s < SLOWER_THAN]
+    # The recipe "none" is the baseline itself: a different speed is the runtime's (auto), never a slower model.
+    if job.recipe["steps"]:
+        flags += [f"slower than baseline at batch {b} ({s:.2f}x)" for b, s in speedup.items() if s < SLOWER_THAN]
     if not cand.finite_outputs:
         flags.append("non-finite outputs (NaN or inf) on the runtime")
     if collapsed := collapse_flag(cand.accuracy, data.test.y):
@@ -215,12 +219,22 @@ def summarise(
         accuracy_drop_pt=(base.accuracy - cand.accuracy) * 100,
         steps=list(candidate.records),
         flags=flags,
-        baseline_training={k: v for k, v in baseline_meta.items() if k != "identity"},
+        baseline_training={**baseline_record(job, baseline_meta)},
         data=data_record(data),
         measurement=job.measure.model_dump(mode="json"),
         environment=environment(),
         **companions,
     )
+
+
+def baseline_record(job: JobConfig, meta: dict[str, Any]) -> dict[str, Any]:
+    """How the baseline was trained (or that it was shipped), and the test accuracy the zoo model should reach on
+    this data with its family's training (the shipped baseline's), for a standard-size zoo model."""
+    record = {k: v for k, v in meta.items() if k != "identity"}
+    standard = not is_user_reference(job.model.name) and job.model.width == 1.0 and job.model.depth is None
+    if standard and (reference := shipped_accuracies().get((job.dataset.name, job.model.name))) is not None:
+        record["reference_accuracy"] = reference
+    return record
 
 
 def short_fine_tune_flag(drop_pt: float, records: list[dict[str, Any]]) -> str | None:

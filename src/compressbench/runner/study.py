@@ -43,6 +43,9 @@ class StudySpec(BaseModel):
         default_factory=dict, description="per model: MeasureSettings overrides (e.g. runtime: auto for one model)"
     )
     traded_away: str = Field("", description="what this profile gives up for time, for the report")
+    retrain_baselines: bool = Field(
+        False, description="train the baselines afresh instead of taking cached or shipped ones"
+    )
 
 
 def load_study(path: Path | str) -> StudySpec:
@@ -88,7 +91,12 @@ def plan(spec: StudySpec) -> tuple[list[JobConfig], list[str]]:
 
 
 def _training(spec: StudySpec, model: str) -> TrainConfig:
-    return _with_overrides(spec, "training", model, TrainConfig, default_train_config(model).model_dump())
+    """The family's training with the study's overrides; epochs set there are exact (the family's step minimum, meant
+    for its own epochs, is dropped unless the override sets one too)."""
+    defaults = default_train_config(model).model_dump()
+    if "epochs" in spec.training.get(model, {}):
+        defaults.pop("min_steps", None)
+    return _with_overrides(spec, "training", model, TrainConfig, defaults)
 
 
 def _measure(spec: StudySpec, model: str) -> MeasureSettings:

@@ -31,6 +31,8 @@ class Context:
     seed: int
     cache: Cache
     latency: LatencySettings
+    # The runtimes the candidate will be measured (and served) on: a step that chooses by speed times on these.
+    runtimes: tuple[str, ...] = ("onnxruntime",)
 
 
 class TechniqueConfig(BaseModel):

@@ -244,7 +244,9 @@ def teacher_logits(
 
 def _fit(model: nn.Module, data: DataBundle, training: TrainConfig, seed: int, loss: Any, description: str) -> dict:
     kwargs = {"loss": loss} if loss is not None else {}
-    report = train(model, data, training, seed=seed, description=description, **kwargs)
+    # A zoo student is a fresh, unpruned zoo model: channels-last is safe for it, as for a baseline.
+    zoo = type(model).__module__.startswith("compressbench.models")
+    report = train(model, data, training, seed=seed, description=description, channels_last=zoo, **kwargs)
     return {"val_accuracy": report.val_accuracy, "epochs_run": report.epochs_run,
             "best_epoch": report.best_epoch, "train_seconds": report.seconds}  # fmt: skip
 
