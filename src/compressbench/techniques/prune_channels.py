@@ -17,6 +17,9 @@ from compressbench.techniques.sensitivity import sensitivity_ratios
 
 
 class ChannelsConfig(FineTunedConfig):
+    # Removing whole channels needs a longer recovery than zeroing weights: 4 epochs kept the converged Fashion-MNIST
+    # ResNet within 0.8 pt at 2.4x / 2.6x (2 epochs: 1.2 pt).
+    fine_tune_epochs: int = Field(4, ge=0, le=1000, description="epochs of fine-tuning after pruning")
     ratio: float = Field(0.5, gt=0, lt=1, description="fraction of channels removed (uniform per group, or global)")
     ratios: Literal["uniform", "sensitivity"] | dict[str, float] = Field(
         "uniform",

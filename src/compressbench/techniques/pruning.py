@@ -19,7 +19,7 @@ from compressbench.errors import CompressbenchError
 from compressbench.modes import PRUNABLE_LAYERS, evaluating
 from compressbench.techniques.base import Context, TechniqueConfig
 from compressbench.techniques.sparse_index import relative_index
-from compressbench.training import TrainHook, TrainReport, train
+from compressbench.training import TrainConfig, TrainHook, TrainReport, train
 
 # Relative-index widths tried for the sparse encoding; Deep Compression used 8 bits (conv) and 5 bits (fc).
 INDEX_BITS = range(2, 13)
@@ -32,7 +32,8 @@ class FineTunedConfig(TechniqueConfig):
     fine_tune_lr: float | None = Field(
         None,
         gt=0,
-        description="learning rate of the fine-tuning (decayed by the baseline's schedule); None: the baseline's",
+        description="learning rate of the fine-tuning (decayed by the baseline's schedule); None: the baseline's "
+        "with Adam, a tenth of it with SGD",
     )
     fine_tune_min_steps: int = Field(
         300, ge=0, le=1_000_000, description="fine-tune at least this many optimiser steps (more epochs on small data)"
@@ -49,11 +50,18 @@ def fine_tune(
     points."""
     if config.fine_tune_epochs == 0:
         return None
-    lr = config.fine_tune_lr if config.fine_tune_lr is not None else context.train_config.lr
+    lr = config.fine_tune_lr if config.fine_tune_lr is not None else default_fine_tune_lr(context.train_config)
     settings = context.train_config.model_copy(
         update={"epochs": config.fine_tune_epochs, "lr": lr, "patience": None, "min_steps": config.fine_tune_min_steps}
     )
     return train(model, context.data, settings, seed=context.seed, hooks=list(hooks), description=what)
+
+
+def default_fine_tune_lr(training: TrainConfig) -> float:
+    """The baseline's learning rate with Adam; a tenth of it with SGD, whose 0.1 restarts a converged network too
+    hard: on the 93.6% Fashion-MNIST ResNet, 50% of channels removed and 2 epochs of fine-tuning lost 2.62 pt at lr
+    0.1 and 1.20 pt at 0.01 (0.79 pt with 4 epochs)."""
+    return training.lr / 10 if training.optimizer == "sgd" else training.lr
 
 
 def output_layer(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[str, nn.Module] | None:
