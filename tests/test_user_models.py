@@ -10,6 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 from conftest import FAST_MEASURE
+from torch import nn
 from typer.testing import CliRunner
 
 import compressbench as cb
@@ -150,6 +151,19 @@ def failing_forward(spec):
 QUICK = TrainConfig(epochs=3, lr=3e-3)
 
 
+class TinyTransformer(nn.Module):
+    """One encoder layer over 12 steps of 2 features: attention's projections run as functions, not as modules."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(2, 8)
+        self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 1)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.encoder(self.embed(x.transpose(1, 2))).mean(1))
+
+
 @pytest.fixture(scope="module")
 def user(tmp_path_factory):
     """The path of a user's Python file holding the loaders and factories above (referenced as 'file.py:name')."""
@@ -212,45 +226,21 @@ def test_channel_pruning_refuses_a_recurrent_layer_by_name(user, tmp_path):
 def test_a_static_int8_transformer_names_the_node_where_shape_inference_gave_up():
     """ONNX Runtime's symbolic shape inference fails on attention's run-time Reshape; quantization goes on without it
     and the record says so."""
-    from torch import nn
-
     from compressbench.techniques.quant_static import preprocess
 
-    class Tiny(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Linear(2, 8)
-            self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 1)
-            self.head = nn.Linear(8, 3)
-
-        def forward(self, x):
-            return self.head(self.encoder(self.embed(x.transpose(1, 2))).mean(1))
-
-    graph, done = preprocess("quant.static", cb.export_onnx(Tiny().eval(), (2, 12)))
+    graph, done = preprocess("quant.static", cb.export_onnx(TinyTransformer().eval(), (2, 12)))
     assert done.startswith("graph optimisation only (symbolic shape inference failed at node")
     assert "(Reshape, layer encoder.layers.0.self_attn)" in done
     assert len(graph.graph.node) > 0
 
 
 def test_macs_count_attention_and_recurrent_layers_whose_linear_maps_run_as_functions(user):
-    from torch import nn
-
     from compressbench.measure.size import count_macs
-
-    class Tiny(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Linear(2, 8)
-            self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 1)
-            self.head = nn.Linear(8, 3)
-
-        def forward(self, x):
-            return self.head(self.encoder(self.embed(x.transpose(1, 2))).mean(1))
 
     length, embed = 12, 8
     attention = 4 * length * embed * embed + 2 * length * length * embed  # q, k, v, out projections; scores, sum
     linears = length * 2 * embed + length * embed * 16 + length * 16 * embed + embed * 3
-    assert count_macs(Tiny(), (2, length)) == attention + linears
+    assert count_macs(TinyTransformer(), (2, length)) == attention + linears
     gru = load_reference(f"{user}:gru", "model")(load_dataset(f"{user}:sequences").spec)
     assert count_macs(gru, (1, 12)) == 12 * 3 * 24 * (1 + 24) + 24 * 2  # 12 steps x 3 gates x 24 x (input + hidden)
 
@@ -352,7 +342,7 @@ def test_an_exception_in_user_code_is_one_line_naming_the_function_and_line(user
     assert not (tmp_path / "results.db").exists() or Store(tmp_path / "results.db").runs() == []
 
 
-def test_a_truncated_gzip_names_its_file(user, tmp_path, monkeypatch):
+def test_a_truncated_gzip_names_its_file(user, tmp_path):
     message = refused(tmp_path / "r.db", f"{user}:truncated_loader", "mlp", "none")
     assert "data.gz: truncated or corrupt" in message
     # The bundled Fashion-MNIST reader names a truncated IDX file too.

@@ -7,6 +7,7 @@ baselines for the default study (`SHIPPED`): a baseline missing from the local c
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ SHIPPED = Path(__file__).parent / "baselines"
 BASELINES = "baselines"
 
 
+@functools.cache
 def shipped_accuracies(folder: Path = SHIPPED) -> dict[tuple[str, str], float]:
     """Test accuracy of each shipped baseline by (dataset, model): the reference a baseline of that zoo model on that
     data should reach with the family's own training."""

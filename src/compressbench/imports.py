@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from compressbench.errors import CompressbenchError
+from compressbench.errors import CompressbenchError, raised_with
 
 
 def is_user_reference(name: str) -> bool:
@@ -91,13 +91,10 @@ def _compressed_file(error: BaseException) -> str | None:
     import gzip
     import lzma
 
-    traceback_ = error.__traceback__
-    found = None
-    while traceback_ is not None:
-        for value in traceback_.tb_frame.f_locals.values():
-            if isinstance(value, gzip.GzipFile | bz2.BZ2File | lzma.LZMAFile):
-                found = getattr(value, "name", None) or getattr(getattr(value, "_fp", None), "name", None)
-        traceback_ = traceback_.tb_next
+    files = [v for v in raised_with(error) if isinstance(v, gzip.GzipFile | bz2.BZ2File | lzma.LZMAFile)]
+    found = (
+        (getattr(files[-1], "name", None) or getattr(getattr(files[-1], "_fp", None), "name", None)) if files else None
+    )
     return str(found) if found else None
 
 

@@ -16,7 +16,16 @@ from compressbench.imports import accepted_keywords, call_user, describe_excepti
 from compressbench.modes import evaluating
 from compressbench.registry import Registry
 
-__all__ = ["ModelConfig", "ModelFamily", "build_model", "list_models", "models", "scaled", "training_defaults"]
+__all__ = [
+    "ModelConfig",
+    "ModelFamily",
+    "build_model",
+    "is_zoo_model",
+    "list_models",
+    "models",
+    "scaled",
+    "training_defaults",
+]
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,11 @@ def _build_user(config: ModelConfig, spec: DataSpec) -> nn.Module:
                 f"argument; define it as {factory.__name__}(spec, {option}=...) and scale the layers by it"
             )
     return call_user(config.name, "model", factory, spec, **asked)
+
+
+def is_zoo_model(model: nn.Module) -> bool:
+    """Built by a zoo family (not a user factory): the models channels-last training was checked on."""
+    return type(model).__module__.startswith(f"{__name__}.")
 
 
 def is_compatible(name: str, spec: DataSpec) -> bool:

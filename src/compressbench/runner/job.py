@@ -16,7 +16,7 @@ from compressbench.imports import is_user_reference, reference_fingerprint
 from compressbench.measure.accuracy import collapse_flag
 from compressbench.measure.compare import MeasureSettings, measure_candidates, measured_runtimes, verified_export
 from compressbench.measure.environment import environment
-from compressbench.models import ModelConfig, build_model
+from compressbench.models import ModelConfig, build_model, is_zoo_model
 from compressbench.progress import log
 from compressbench.recipes import Recipe, final_form, load_recipe
 from compressbench.results import Metrics, RunResult
@@ -135,7 +135,7 @@ def trained_baseline(job: JobConfig, data: DataBundle, cache: Cache):
 
     def fit(model) -> dict[str, Any]:
         report = train(model, data, job.training, seed=job.seed, description=f"baseline {job.model.name}",
-                       channels_last=not is_user_reference(job.model.name))  # fmt: skip
+                       channels_last=is_zoo_model(model))  # fmt: skip
         return {
             "val_accuracy": report.val_accuracy,
             "epochs_run": report.epochs_run,

@@ -24,7 +24,7 @@ from torch import nn
 from compressbench.data import DataBundle
 from compressbench.errors import CompressbenchError
 from compressbench.imports import is_user_reference, reference_fingerprint
-from compressbench.models import ModelConfig, build_model
+from compressbench.models import ModelConfig, build_model, is_zoo_model
 from compressbench.techniques.base import (
     Candidate,
     Context,
@@ -245,8 +245,8 @@ def teacher_logits(
 def _fit(model: nn.Module, data: DataBundle, training: TrainConfig, seed: int, loss: Any, description: str) -> dict:
     kwargs = {"loss": loss} if loss is not None else {}
     # A zoo student is a fresh, unpruned zoo model: channels-last is safe for it, as for a baseline.
-    zoo = type(model).__module__.startswith("compressbench.models")
-    report = train(model, data, training, seed=seed, description=description, channels_last=zoo, **kwargs)
+    report = train(model, data, training, seed=seed, description=description, channels_last=is_zoo_model(model),
+                   **kwargs)  # fmt: skip
     return {"val_accuracy": report.val_accuracy, "epochs_run": report.epochs_run,
             "best_epoch": report.best_epoch, "train_seconds": report.seconds}  # fmt: skip
 

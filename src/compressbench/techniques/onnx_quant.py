@@ -20,7 +20,7 @@ import onnx
 
 from compressbench.artifacts import ONNX
 from compressbench.data import DataBundle, Split
-from compressbench.errors import CompressbenchError
+from compressbench.errors import CompressbenchError, raised_with
 from compressbench.measure.accuracy import collapse_flag, measure_accuracy
 from compressbench.measure.latency import LatencySettings, measure_latency_interleaved
 from compressbench.progress import quiet_root_logger
@@ -131,15 +131,10 @@ def quantize_with(step: str, build: Callable[[Path], None]) -> onnx.ModelProto:
 def failing_node(error: BaseException) -> str:
     """' at node X (op, layer Y)' for the ONNX node the quantizer was handling when it raised (the innermost frame
     holding a `node`), so a failure names the layer behind it; empty when none is found."""
-    traceback = error.__traceback__
-    node = None
-    while traceback is not None:
-        candidate = traceback.tb_frame.f_locals.get("node")
-        if isinstance(candidate, onnx.NodeProto):
-            node = candidate
-        traceback = traceback.tb_next
-    if node is None:
+    nodes = [value for value in raised_with(error) if isinstance(value, onnx.NodeProto)]
+    if not nodes:
         return ""
+    node = nodes[-1]
     layer = module_path(node.name)
     return f" at node {node.name!r} ({node.op_type}{f', layer {layer}' if layer else ''})"
 

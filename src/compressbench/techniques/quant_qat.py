@@ -36,9 +36,11 @@ from compressbench.techniques.base import (
 from compressbench.techniques.onnx_quant import (
     calibration_inputs,
     check_outputs,
+    float_layers,
     int8_op_counts,
     quantized_layers,
     resolve_exclude,
+    unquantizable_flag,
 )
 from compressbench.techniques.quant_static import preprocess, quantize_static_graph
 from compressbench.techniques.weight_sharing import limit_train
@@ -201,12 +203,15 @@ class QuantizationAwareTraining(Technique):
         )  # fmt: skip
         candidate.module = float_model
         check = check_outputs(self.name, candidate.artifact, context.data)
+        left_float = float_layers(candidate.artifact)
+        if flag := unquantizable_flag(self.name, candidate.artifact, left_float):
+            candidate.flags.append(flag)
         candidate.flags += check["flags"]
         candidate.records.append(
             {"step": self.name, "epochs": report.epochs_run, "fine_tune_steps": report.steps,
              "samples": len(data.train), "wrapped_layers": wrapped,
              "batch_norms_folded": folded, "val_accuracy_fake_quant": fake_quant_accuracy,
              "val_accuracy_int8": check["val_accuracy"], "int8_ops": int8_op_counts(candidate.artifact),
-             "quantized_layers": quantized_layers(candidate.artifact)}
+             "quantized_layers": quantized_layers(candidate.artifact), "float_layers": left_float}
         )  # fmt: skip
         return candidate

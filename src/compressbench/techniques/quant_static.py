@@ -23,6 +23,7 @@ from compressbench.techniques.onnx_quant import (
     ArrayReader,
     calibration_inputs,
     dedupe,
+    failing_node,
     first_and_last,
     fresh,
     quantize_with,
@@ -75,11 +76,10 @@ def preprocess(step: str, graph: onnx.ModelProto) -> tuple[onnx.ModelProto, str]
     try:
         return quantize_with(step, run), "shape inference and graph optimisation"
     except CompressbenchError as error:
+        cause = error.__cause__ or error
         processed = quantize_with(step, lambda target: run(target, skip_symbolic_shape=True))
-        return (
-            processed,
-            f"graph optimisation only (symbolic shape inference failed{str(error).partition(' failed')[2]})",
-        )
+        why = f"{failing_node(cause)}: {type(cause).__name__}: {str(cause).strip() or '(no message)'}"
+        return processed, f"graph optimisation only (symbolic shape inference failed{why})"
 
 
 def check_op_types(step: str, op_types: list[str]) -> None:
