@@ -51,6 +51,9 @@ class Cache:
     retrain_baselines: bool = False
     _retrained: set[str] = field(default_factory=set, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))  # Cache("folder") works as Cache(Path("folder"))
+
     def model(
         self,
         kind: str,

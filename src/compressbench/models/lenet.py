@@ -42,6 +42,6 @@ models.register("lenet5")(
         build,
         3,
         "LeNet-5 convolutional network (61k params on 28x28)",
-        training={"epochs": 15, "lr": 1e-3, "schedule": "cosine", "patience": 4, "min_steps": 3000},
+        training={"epochs": 20, "lr": 1e-3, "weight_decay": 5e-4, "schedule": "cosine", "min_steps": 3000},
     )
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from compressbench.artifacts import TORCH
@@ -17,6 +18,7 @@ from compressbench.measure.accuracy import collapse_flag
 from compressbench.measure.compare import MeasureSettings, measure_candidates, measured_runtimes, verified_export
 from compressbench.measure.environment import environment
 from compressbench.models import ModelConfig, build_model, is_zoo_model
+from compressbench.prefixes import CHECK_SAMPLES, load_prefix, prefix_key, save_prefix, weights_digest
 from compressbench.progress import log
 from compressbench.recipes import Recipe, final_form, load_recipe
 from compressbench.results import Metrics, RunResult
@@ -168,7 +170,20 @@ def run_job(job: JobConfig, cache: Cache, measure_every_step: bool = False) -> R
         latency=job.measure.latency,
         runtimes=tuple(measured_runtimes(job.measure)),
     )
-    candidate = Candidate(module=copy.deepcopy(baseline))
+    candidate, done = Candidate(module=copy.deepcopy(baseline)), 0
+    check_inputs = torch.from_numpy(data.val.x[:CHECK_SAMPLES])
+    digest = weights_digest(baseline)
+
+    def key_after(number: int) -> str:
+        return prefix_key(job.identity(), job.recipe["steps"][:number], digest)
+
+    # The longest prefix of this recipe an earlier job computed (never when every step is to be measured).
+    for number in range(len(recipe.steps) - 1, 0, -1) if not measure_every_step else ():
+        if (cached := load_prefix(cache.root, key_after(number), baseline, check_inputs)) is not None:
+            candidate, done = cached, number
+            names = " -> ".join(step.technique.name for step in recipe.steps[:number])
+            log(f"[dim]steps 1-{number} ({names}): from the prefix cache[/dim]")
+            break
 
     def measured_now() -> RunResult:
         measured = {"baseline": Candidate(module=baseline), "candidate": candidate, **candidate.companions}
@@ -176,11 +191,15 @@ def run_job(job: JobConfig, cache: Cache, measure_every_step: bool = False) -> R
 
     stages = []
     for number, step in enumerate(recipe.steps, start=1):
+        if number <= done:
+            continue
         log(f"[dim]step {number}/{len(recipe.steps)}: {step.technique.name}[/dim]")
         encoding = candidate.storage
         candidate = step.build().apply(candidate, context)
         if step.technique.produces != TORCH and candidate.storage is encoding:
             candidate.storage = None  # the new graph replaces the form an earlier step's encoding described
+        if number < len(recipe.steps) and candidate.artifact is None:
+            save_prefix(cache.root, key_after(number), candidate, baseline, check_inputs)
         if measure_every_step and number < len(recipe.steps):
             stages.append(measured_now())
     result = measured_now()
