@@ -23,12 +23,14 @@ def test_a_shared_prefix_is_computed_once_and_gives_the_same_model(tmp_path, mon
     apply = ChannelPruning.apply
     monkeypatch.setattr(ChannelPruning, "apply", lambda self, *args: runs.append(1) or apply(self, *args))
     options = {"training": QUICK_TRAINING, "measure": FAST_MEASURE, "cache": Cache(tmp_path)}
-    first = cb.compress("digits", "mlp", {"name": "a", "steps": [PRUNE, {"technique": "quant.dynamic"}]}, **options)
+    alone = cb.compress("digits", "mlp", {"name": "a", "steps": [PRUNE]}, **options)
     assert len(list((tmp_path / PREFIXES).glob("*.json"))) == 1
-    second = cb.compress("digits", "mlp", {"name": "b", "steps": [PRUNE, {"technique": "quant.static"}]}, **options)
-    assert len(runs) == 1 and second.steps[0] == first.steps[0]  # pruned and fine-tuned once, recorded alike
-    assert second.candidate.params == first.candidate.params
-    cb.compress("digits", "mlp", {"name": "c", "steps": [PRUNE]}, **options)
+    dynamic = cb.compress("digits", "mlp", {"name": "b", "steps": [PRUNE, {"technique": "quant.dynamic"}]}, **options)
+    static = cb.compress("digits", "mlp", {"name": "c", "steps": [PRUNE, {"technique": "quant.static"}]}, **options)
+    assert len(runs) == 1  # pruned and fine-tuned once; both hybrids started from that model
+    assert dynamic.steps[0] == static.steps[0] == alone.steps[0]
+    assert dynamic.candidate.params == alone.candidate.params
+    cb.compress("digits", "mlp", {"name": "d", "steps": [PRUNE]}, **options)
     assert len(runs) == 2  # a whole recipe is never taken as a prefix of itself: its job runs every step
 
 

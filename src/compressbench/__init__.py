@@ -8,6 +8,7 @@ The public API (the CLI and the benchmarks use nothing else)::
     cb.run_study("studies/default.yaml", out="runs/default")         # the whole matrix, resumable
     frame = cb.load_results("runs/default")                           # a pandas DataFrame, one row per run
     cb.report("runs/default"); cb.recommend("runs/default", max_accuracy_drop=1.0)
+    cb.compress_model("my.py:build", "my.py:data", weights="w.safetensors", out="compressed/")  # your model
 
 Names are imported on first use, so `import compressbench` stays fast and pulls in no runtime.
 """
@@ -37,6 +38,9 @@ _EXPORTS = {
     "default_training": "compressbench.api",
     "download_dataset": "compressbench.api",
     "Baseline": "compressbench.api",
+    "compress_model": "compressbench.deploy",
+    "verify": "compressbench.deploy",
+    "CompressOutcome": "compressbench.deploy",
     # config and result types
     "DatasetConfig": "compressbench.data",
     "DataBundle": "compressbench.data",

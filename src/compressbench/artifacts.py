@@ -72,10 +72,13 @@ class Candidate:
     `storage` is the encoded form's byte breakdown when a step defines one (sparse indices, codebooks, Huffman);
     `records` keeps what each step did; `flags` are warnings a report must show; `companions` are other models a
     step wants measured beside it under their own name (the distillation control: the student trained alone).
+    A user's ONNX model has no module: `module` is None and `float_graph` is the graph as given, on which parameters
+    and MACs are counted and from which graph techniques start.
     """
 
-    module: nn.Module
+    module: nn.Module | None
     artifact: Any = None
+    float_graph: onnx.ModelProto | None = None
     precision: str = "fp32"
     storage: dict[str, int] | None = None
     records: list[dict[str, Any]] = field(default_factory=list)

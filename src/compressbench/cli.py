@@ -66,6 +66,9 @@ def run(
     seed: Annotated[int, typer.Option(help="seed of the data split and training")] = 0,
     epochs: Annotated[int | None, typer.Option(help="baseline epochs (default: the model's own)")] = None,
     width: Annotated[float, typer.Option(help="width multiplier of the model")] = 1.0,
+    weights: Annotated[
+        Path | None, typer.Option(help="your model's trained weights (never retrained; data taken as given)")
+    ] = None,
     threads: Annotated[int, typer.Option(help="runtime intra-op threads for latency")] = 1,
     runtime: Annotated[
         str, typer.Option(help="onnxruntime, openvino, torch, or auto (fastest installed)")
@@ -92,7 +95,7 @@ def run(
     latency = cb.LatencySettings(threads=threads, batch_sizes=sizes, warmup_s=warmup, blocks=repeats)
     result = cb.compress(
         dataset,
-        cb.ModelConfig(name=model, width=width),
+        cb.ModelConfig(name=model, width=width, weights=str(weights) if weights else None),
         recipe,
         seed=seed,
         training=training,
@@ -121,6 +124,88 @@ def run(
             )
         for flag in result.flags:
             out.print(f"[yellow]flag:[/yellow] {flag}", highlight=False)
+
+
+class Objective(StrEnum):
+    latency = "latency"
+    size = "size"
+
+
+@app.command("compress")
+@friendly
+def compress_(
+    model: Annotated[str, typer.Option(help="your factory (file.py:function or module:function), or a .onnx file")],
+    data: Annotated[str, typer.Option(help="your loader: inputs exactly as the model takes them")],
+    out_dir: Annotated[Path, typer.Option("--out", help="a new folder for the artifact, manifest and reports")],
+    weights: Annotated[
+        Path | None, typer.Option(help="the factory's trained weights: .safetensors or a torch state dict")
+    ] = None,
+    recipes: Annotated[str, typer.Option(help="auto, R1,R2,... (names), or a YAML file with a recipes: list")] = "auto",
+    max_accuracy_drop: Annotated[float, typer.Option(help="accuracy budget in points")] = 1.0,
+    objective: Annotated[Objective, typer.Option(help="what the winner minimises")] = Objective.latency,
+    batch: Annotated[int, typer.Option(help="the batch size your service runs: decides latency and runtime")] = 1,
+    runtime: Annotated[str, typer.Option(help="onnxruntime, openvino, or auto (fastest installed)")] = "auto",
+    fine_tune_epochs: Annotated[
+        int | None, typer.Option(help="fine-tuning epochs of every pruning / distillation step")
+    ] = None,
+    threads: Annotated[int, typer.Option(help="runtime intra-op threads for latency")] = 1,
+    seed: Annotated[int, typer.Option(help="seed of the held-out split and fine-tuning")] = 0,
+) -> None:
+    """Compress your trained model: try the recipes, hand back the winner with its manifest and reports."""
+    outcome = cb.compress_model(
+        model,
+        data,
+        weights=weights,
+        out=out_dir,
+        recipes=recipes,
+        max_accuracy_drop=max_accuracy_drop,
+        objective=objective.value,
+        batch=batch,
+        runtime=runtime,
+        fine_tune_epochs=fine_tune_epochs,
+        seed=seed,
+        latency=cb.LatencySettings(threads=threads),
+    )
+    manifest = outcome.manifest
+    choice = manifest["choice"]
+    out.print(
+        f"chosen: {choice['recipe'] or 'the baseline (nothing met the budget)'} on {choice['runtime']}: "
+        f"{choice['why']}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if choice["runner_up"]:
+        out.print(f"runner-up: {choice['runner_up']['recipe']} on {choice['runner_up']['runtime']}", highlight=False)
+    for name, failure in manifest["failed"].items():
+        out.print(f"[yellow]not tried:[/yellow] {name}: {failure}", highlight=False, soft_wrap=True)
+    files = ", ".join(manifest["artifact"]["files"])
+    out.print(f"wrote {outcome.out}: {files}, manifest.json, report.html, report.md, results.db", highlight=False)
+
+
+@app.command("verify")
+@friendly
+def verify_(
+    folder: Annotated[Path, typer.Argument(help="a compress output folder")],
+    data: Annotated[str | None, typer.Option(help="the loader (default: the one in the manifest)")] = None,
+    threads: Annotated[int | None, typer.Option(help="intra-op threads (default: the manifest's)")] = None,
+) -> None:
+    """Check the artifact against its manifest and measure it again on this machine."""
+    checked = cb.verify(folder, data=data, threads=threads)
+    cpu = checked["cpu"]
+    where = (
+        "the same CPU model" if cpu["same_cpu"] else f"another CPU ({cpu['here']}; the manifest's: {cpu['manifest']})"
+    )
+    out.print(f"sha256: {checked['sha256']}; measured here on {checked['runtime']}, {where}", highlight=False)
+    accuracy = checked["accuracy"]
+    out.print(
+        f"accuracy: here {accuracy['here'] * 100:.2f}% on {accuracy['test_samples']} samples, "
+        f"manifest {accuracy['manifest'] * 100:.2f}%",
+        highlight=False,
+    )
+    for b, figures in checked["latency_ms"].items():
+        manifest_ms = figures["manifest"]
+        shown = f"{manifest_ms:.3f} ms" if manifest_ms is not None else "not measured"
+        out.print(f"latency batch {b}: here {figures['here']:.3f} ms, manifest {shown}", highlight=False)
 
 
 def side_by_side(result: cb.RunResult) -> Table:

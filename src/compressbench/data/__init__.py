@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from compressbench.data.bundle import (
     DataBundle,
@@ -60,6 +60,19 @@ class DatasetConfig(BaseModel):
     calibration_size: int = Field(512, ge=1, description="calibration samples drawn from the train split")
     train_limit: int | None = Field(None, ge=1, description="use at most this many training samples")
     test_limit: int | None = Field(None, ge=1, description="evaluate on at most this many test samples")
+    as_given: bool = Field(
+        False,
+        description="a trained model's data: inputs exactly as the loader returns them (no normalisation, no "
+        "added axis), and the train split optional (then calibration is held out of the evaluation data)",
+    )
+
+    @model_serializer(mode="wrap")
+    def _identity(self, dump: Any) -> dict[str, Any]:
+        """`as_given` appears only when set, so other datasets keep the keys they had before it existed."""
+        fields = dump(self)
+        if not fields.get("as_given"):
+            fields.pop("as_given", None)
+        return fields
 
 
 def list_datasets() -> list[str]:
@@ -80,8 +93,10 @@ def load_dataset(config: DatasetConfig | str, seed: int = 0) -> DataBundle:
 
 
 def _load(config: DatasetConfig, seed: int) -> DataBundle:
-    from compressbench.data.user import is_user_reference, load_user_data
+    from compressbench.data.user import as_given_bundle, is_user_reference, load_user_data
 
+    if config.as_given:
+        return as_given_bundle(config, seed)
     raw = load_user_data(config.name) if is_user_reference(config.name) else datasets.get(config.name)()
     if isinstance(raw, DataBundle):
         return raw

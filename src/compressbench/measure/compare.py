@@ -18,7 +18,7 @@ from compressbench.data import DataBundle
 from compressbench.errors import CompressbenchError
 from compressbench.measure.accuracy import measure_accuracy
 from compressbench.measure.latency import LatencySettings, measure_latency_interleaved
-from compressbench.measure.size import count_graph_params, count_macs, count_params, zstd_size
+from compressbench.measure.size import count_graph_macs, count_graph_params, count_macs, count_params, zstd_size
 from compressbench.registry import unknown_name_message
 from compressbench.results import Metrics
 from compressbench.runtime import export_onnx, installed_runtimes, open_session, runtimes, verify_onnx
@@ -95,7 +95,7 @@ def counted_weights(candidate: Candidate, served: Any, data: DataBundle, setting
     if kind_of(served) == TORCH:
         return count_params(candidate.module)
     if candidate.module is None:
-        return count_graph_params(served)
+        return count_graph_params(candidate.float_graph)
     return count_graph_params(served if kind_of(served) == ONNX and served is not candidate.artifact
                               else verified_export(candidate.module, data, settings))  # fmt: skip
 
@@ -108,9 +108,13 @@ def measured_runtimes(settings: MeasureSettings) -> list[str]:
 
 
 def measure_candidates(
-    candidates: dict[str, Candidate], data: DataBundle, settings: MeasureSettings
+    candidates: dict[str, Candidate],
+    data: DataBundle,
+    settings: MeasureSettings,
+    chosen_artifacts: dict[str, Any] | None = None,
 ) -> dict[str, Metrics]:
-    """Metrics for each named candidate; every (candidate, runtime) session is timed in one interleaved pass."""
+    """Metrics for each named candidate; every (candidate, runtime) session is timed in one interleaved pass.
+    `chosen_artifacts`, when given, receives each candidate's artifact exactly as served on its chosen runtime."""
     names = measured_runtimes(settings)
     if settings.runtime != "auto" and (problem := runtimes.get(settings.runtime).missing()):
         raise CompressbenchError(problem)
@@ -163,6 +167,8 @@ def measure_candidates(
         chosen = _choose(name, measured, settings)
         params, nonzero = counted_weights(candidate, served[name][chosen], data, settings)
         payload = kind_of(served[name][chosen]).serialise(served[name][chosen])
+        if chosen_artifacts is not None:
+            chosen_artifacts[name] = served[name][chosen]
         compressed = zstd_size(payload)
         figures = {
             **measured[chosen],
@@ -172,7 +178,9 @@ def measure_candidates(
             "storage": candidate.storage or {"zstd(file)": compressed},
             "params": params,
             "nonzero_params": nonzero,
-            "macs": count_macs(candidate.module, data.spec.input_shape),
+            "macs": count_macs(candidate.module, data.spec.input_shape)
+            if candidate.module is not None
+            else count_graph_macs(candidate.float_graph, data.spec.input_shape),
         }
         if settings.runtime == "auto":
             figures["runtimes"] = {

@@ -41,6 +41,36 @@ def count_graph_params(proto: onnx.ModelProto) -> tuple[int, int]:
     return sum(a.size for a in arrays), sum(int(np.count_nonzero(a)) for a in arrays)
 
 
+def count_graph_macs(proto: onnx.ModelProto, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of a float ONNX graph's convolutions and matrix products for one input, from ONNX shape
+    inference with the batch axis set to 1: what `count_macs` counts on a module, for a graph without its code."""
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    initializers = {t.name for t in model.graph.initializer}
+    first = next(v for v in model.graph.input if v.name not in initializers)
+    for dim, size in zip(first.type.tensor_type.shape.dim, (1, *input_shape), strict=False):
+        dim.ClearField("dim_param")
+        dim.dim_value = size
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    shapes = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in (*graph.value_info, *graph.input, *graph.output)
+    }
+    shapes.update({t.name: list(t.dims) for t in graph.initializer})
+    total = 0
+    for node in graph.node:
+        output = shapes.get(node.output[0])
+        if not output or not all(output):
+            continue
+        if node.op_type == "Conv" and len(shapes.get(node.input[1], [])) >= 3:
+            total += int(np.prod(output)) * int(np.prod(shapes[node.input[1]][1:]))
+        elif node.op_type in ("Gemm", "MatMul") and shapes.get(node.input[0]):
+            transposed = node.op_type == "Gemm" and any(a.name == "transA" and a.i for a in node.attribute)
+            inner = shapes[node.input[0]][-2 if transposed else -1]
+            total += int(np.prod(output)) * inner
+    return total
+
+
 def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of the convolutions, linear layers, attention and recurrent layers for one input (bias
     adds, activations and normalisation not counted, as in the papers), from the layers' shapes as they are now (so

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import onnx
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 from torch import nn
 
 from compressbench.data import DataSpec
@@ -20,7 +23,10 @@ __all__ = [
     "ModelConfig",
     "ModelFamily",
     "build_model",
+    "is_onnx_model",
     "is_zoo_model",
+    "load_onnx_model",
+    "register_instance",
     "list_models",
     "models",
     "scaled",
@@ -38,6 +44,15 @@ class ModelFamily:
 
 
 models: Registry[ModelFamily] = Registry("model")
+# Modules handed to the API with their weights loaded (`compress_model(module, ...)`), by a name made from the
+# weights' hash; in this process only, never listed with the zoo. Each build is a copy.
+_instances: dict[str, nn.Module] = {}
+
+
+def register_instance(module: nn.Module, weights_sha256: str) -> str:
+    name = f"instance-{type(module).__name__}-{weights_sha256[:12]}"
+    _instances.setdefault(name, copy.deepcopy(module).eval())
+    return name
 
 
 class ModelConfig(BaseModel):
@@ -48,6 +63,17 @@ class ModelConfig(BaseModel):
     name: str
     width: float = Field(1.0, gt=0, le=8, description="channel / unit multiplier")
     depth: int | None = Field(None, ge=1, description="blocks per stage (resnet) or hidden layers (mlp)")
+    weights: str | None = Field(
+        None, description="trained weights (safetensors or a state dict) loaded into the model: it is never trained"
+    )
+
+    @model_serializer(mode="wrap")
+    def _identity(self, dump: Any) -> dict[str, Any]:
+        """`weights` appears only when set, so models without them keep the keys they had before it existed."""
+        fields = dump(self)
+        if fields.get("weights") is None:
+            fields.pop("weights", None)
+        return fields
 
 
 # A user factory's model, until the user says otherwise: Adam, cosine, early stopping (the MLP's settings).
@@ -57,8 +83,45 @@ GENERIC_TRAINING = {"epochs": 20, "lr": 1e-3, "schedule": "cosine", "patience": 
 
 
 def training_defaults(name: str) -> dict[str, Any]:
-    """The family's training settings (TrainConfig fields), or the generic ones for a user factory."""
-    return dict(GENERIC_TRAINING if is_user_reference(name) else models.get(name).training)
+    """The family's training settings (TrainConfig fields), or the generic ones for a user factory or graph."""
+    generic = is_user_reference(name) or is_onnx_model(name) or name in _instances
+    return dict(GENERIC_TRAINING if generic else models.get(name).training)
+
+
+def is_onnx_model(name: str) -> bool:
+    """A user's ONNX model given by its path: graph techniques only, never trained."""
+    return name.lower().endswith(".onnx")
+
+
+def load_onnx_model(path: str, spec: DataSpec) -> onnx.ModelProto:
+    """The user's ONNX graph, checked to take the data's inputs and give (N, num_classes) logits on ONNX Runtime."""
+    import numpy as np
+    import onnxruntime as ort
+
+    if not Path(path).is_file():
+        raise CompressbenchError(f"model {path}: no such file")
+    try:
+        graph = onnx.load(path)
+        onnx.checker.check_model(graph)
+        session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as error:
+        raise CompressbenchError(f"model {path}: not a valid ONNX model ({str(error).splitlines()[0]})") from None
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise CompressbenchError(f"model {path}: takes {len(inputs)} inputs; compressbench measures one-input models")
+    try:
+        logits = session.run(None, {inputs[0].name: np.zeros((2, *spec.input_shape), np.float32)})[0]
+    except Exception as error:
+        raise CompressbenchError(
+            f"model {path}: does not run on 2 inputs of shape {spec.input_shape} float32 from the loader "
+            f"(its input {inputs[0].name!r} is {inputs[0].shape}, {inputs[0].type}; a fixed batch axis must be "
+            f"dynamic): {str(error).splitlines()[0]}"
+        ) from None
+    if tuple(np.shape(logits)) != (2, spec.num_classes):
+        raise CompressbenchError(
+            f"model {path}: output shape {tuple(np.shape(logits))} for 2 inputs; expected (2, {spec.num_classes})"
+        )
+    return graph
 
 
 def list_models() -> list[str]:
@@ -82,7 +145,14 @@ def build_model(config: ModelConfig | str, spec: DataSpec, seed: int | None = No
 
 
 def _build(config: ModelConfig, spec: DataSpec) -> nn.Module:
-    if is_user_reference(config.name):
+    if config.name in _instances:
+        if config.width != 1.0 or config.depth is not None:
+            raise CompressbenchError(
+                f"model {config.name}: a module instance cannot be rebuilt at another width or depth (a student); "
+                "pass a factory 'file.py:build' that takes width= to distil"
+            )
+        model = copy.deepcopy(_instances[config.name])
+    elif is_user_reference(config.name):
         model = _build_user(config, spec)
         if not isinstance(model, nn.Module):
             raise CompressbenchError(
@@ -124,7 +194,7 @@ def is_zoo_model(model: nn.Module) -> bool:
 
 
 def is_compatible(name: str, spec: DataSpec) -> bool:
-    if is_user_reference(name):
+    if is_user_reference(name) or is_onnx_model(name) or name in _instances:
         return True
     rank = models.get(name).input_rank
     return rank is None or rank == len(spec.input_shape)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import onnx
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
 
 from compressbench.artifacts import TORCH
 from compressbench.cache import Cache, shipped_accuracies
@@ -17,7 +19,7 @@ from compressbench.imports import is_user_reference, reference_fingerprint
 from compressbench.measure.accuracy import collapse_flag
 from compressbench.measure.compare import MeasureSettings, measure_candidates, measured_runtimes, verified_export
 from compressbench.measure.environment import environment
-from compressbench.models import ModelConfig, build_model, is_zoo_model
+from compressbench.models import ModelConfig, build_model, is_onnx_model, is_zoo_model, load_onnx_model
 from compressbench.prefixes import CHECK_SAMPLES, load_prefix, prefix_key, save_prefix, weights_digest
 from compressbench.progress import log
 from compressbench.recipes import Recipe, final_form, load_recipe
@@ -25,6 +27,7 @@ from compressbench.results import Metrics, RunResult
 from compressbench.runtime import serving_runtimes
 from compressbench.techniques import Candidate, Context
 from compressbench.training import TrainConfig, default_train_config, train
+from compressbench.weights import load_weights, weights_fingerprint
 
 SLOWER_THAN = 0.95
 # A drop of LARGE_DROP_PT points or more after fewer than SHORT_FINE_TUNE_STEPS optimiser steps of fine-tuning
@@ -50,6 +53,10 @@ class JobConfig(BaseModel):
 
     def identity(self) -> dict[str, Any]:
         identity = self.model_dump(mode="json")
+        if self.model.weights is not None:  # the weights' content, wherever the file lies
+            identity["model"]["weights"] = f"sha256:{weights_fingerprint(self.model.weights)}"
+        if is_onnx_model(self.model.name):
+            identity["model"]["name"] = f"onnx sha256:{weights_fingerprint(self.model.name)}"
         fingerprints = {
             ref: reference_fingerprint(ref) for ref in (self.dataset.name, self.model.name) if is_user_reference(ref)
         }
@@ -87,6 +94,11 @@ def make_job(
     dataset = DatasetConfig(name=dataset) if isinstance(dataset, str) else dataset
     model = ModelConfig(name=model) if isinstance(model, str) else model
     recipe = load_recipe(recipe)
+    if is_onnx_model(model.name):
+        check_graph_recipe(recipe, model.name)
+    if (model.weights is not None or is_onnx_model(model.name)) and not dataset.as_given:
+        # A trained model takes its inputs as its own data pipeline made them: the tool must not re-normalise them.
+        dataset = dataset.model_copy(update={"as_given": True})
     measure = measure or MeasureSettings()
     check_servable(recipe, measure.runtime)
     return JobConfig(
@@ -124,8 +136,37 @@ def check_servable(recipe: Recipe, runtime: str) -> None:
         )
 
 
+def check_graph_recipe(recipe: Recipe, path: str) -> None:
+    """An ONNX model has no torch code: techniques that train or change the network's structure are refused."""
+    if training := [step.technique.name for step in recipe.steps if step.technique.trains]:
+        raise CompressbenchError(
+            f"recipe {recipe.name!r}: {', '.join(training)} trains or fine-tunes the model, and {path} is an ONNX "
+            "graph without its torch code; pass --model file.py:build --weights ... for training techniques, or "
+            "choose graph techniques (quant.dynamic, quant.static, quant.nncf, precision.*)"
+        )
+
+
+def check_train_split(recipe: Recipe, data: DataBundle) -> None:
+    """Refuse, before anything runs, a recipe that trains when the loader gave evaluation data only."""
+    if len(data.train) or not (training := [s.technique.name for s in recipe.steps if s.technique.trains]):
+        return
+    raise CompressbenchError(
+        f"recipe {recipe.name!r}: {', '.join(training)} fine-tunes or trains the model, and dataset "
+        f"{data.spec.name!r} has no train split (the loader returned evaluation data only); return x_train / "
+        "y_train as well, or choose post-training techniques (quant.dynamic, quant.static, quant.nncf, precision.*)"
+    )
+
+
 def trained_baseline(job: JobConfig, data: DataBundle, cache: Cache):
-    """The job's trained baseline, from the cache when any earlier job trained the same one."""
+    """The job's trained baseline: the user's weights when given (never trained), else from the cache when any
+    earlier job trained the same one, else trained here."""
+    if is_onnx_model(job.model.name):
+        graph = load_onnx_model(job.model.name, data.spec)
+        return graph, {"origin": "user ONNX model", "weights_sha256": weights_fingerprint(job.model.name)}
+    if job.model.weights is not None:
+        module = load_weights(build_model(job.model, data.spec, seed=job.seed), job.model.weights)
+        meta = {"origin": "user weights", "weights": job.model.weights}
+        return module, {**meta, "weights_sha256": weights_fingerprint(job.model.weights)}
     identity = {
         "dataset": job.dataset.model_dump(mode="json"),
         "model": job.model.model_dump(mode="json"),
@@ -148,21 +189,26 @@ def trained_baseline(job: JobConfig, data: DataBundle, cache: Cache):
     return cache.model("baselines", identity, lambda: build_model(job.model, data.spec, seed=job.seed), fit)
 
 
-def run_job(job: JobConfig, cache: Cache, measure_every_step: bool = False) -> RunResult:
+def run_job(
+    job: JobConfig, cache: Cache, measure_every_step: bool = False, chosen_artifacts: dict[str, Any] | None = None
+) -> RunResult:
     """Run one job end to end and return its result object (the shape `compressbench run --json` prints).
 
     With `measure_every_step`, the candidate is also measured after each earlier step and those results are kept
     under `"stages"` (one per step, the last being the result itself): a recipe's stage-by-stage breakdown from one
-    run of its steps.
+    run of its steps. `chosen_artifacts` receives what each measured model's chosen runtime served ("candidate",
+    "baseline", ...), the artifact a deployer would ship.
     """
     data = load_dataset(job.dataset, job.seed)
-    baseline, baseline_meta = trained_baseline(job, data, cache)
-    if job.measure.runtime != "torch":
-        verified_export(baseline, data, job.measure)  # an export that is not the model is refused before any step
     recipe = load_recipe(job.recipe)
+    check_train_split(recipe, data)
+    baseline, baseline_meta = trained_baseline(job, data, cache)
+    graph_only = isinstance(baseline, onnx.ModelProto)  # a user's ONNX model: graph techniques only
+    if job.measure.runtime != "torch" and not graph_only:
+        verified_export(baseline, data, job.measure)  # an export that is not the model is refused before any step
     context = Context(
         data=data,
-        baseline=baseline,
+        baseline=None if graph_only else baseline,
         model=job.model,
         train_config=job.training,
         seed=job.seed,
@@ -170,15 +216,15 @@ def run_job(job: JobConfig, cache: Cache, measure_every_step: bool = False) -> R
         latency=job.measure.latency,
         runtimes=tuple(measured_runtimes(job.measure)),
     )
-    candidate, done = Candidate(module=copy.deepcopy(baseline)), 0
+    candidate, done = starting_candidate(baseline), 0
     check_inputs = torch.from_numpy(data.val.x[:CHECK_SAMPLES])
-    digest = weights_digest(baseline)
+    digest = "" if graph_only else weights_digest(baseline)
 
     def key_after(number: int) -> str:
         return prefix_key(job.identity(), job.recipe["steps"][:number], digest)
 
     # The longest prefix of this recipe an earlier job computed (never when every step is to be measured).
-    for number in range(len(recipe.steps) - 1, 0, -1) if not measure_every_step else ():
+    for number in range(len(recipe.steps) - 1, 0, -1) if not (measure_every_step or graph_only) else ():
         if (cached := load_prefix(cache.root, key_after(number), baseline, check_inputs)) is not None:
             candidate, done = cached, number
             names = " -> ".join(step.technique.name for step in recipe.steps[:number])
@@ -186,8 +232,10 @@ def run_job(job: JobConfig, cache: Cache, measure_every_step: bool = False) -> R
             break
 
     def measured_now() -> RunResult:
-        measured = {"baseline": Candidate(module=baseline), "candidate": candidate, **candidate.companions}
-        return summarise(job, data, measure_candidates(measured, data, job.measure), candidate, baseline_meta)
+        measured = {"baseline": starting_candidate(baseline, copy_module=False), "candidate": candidate,
+                    **candidate.companions}  # fmt: skip
+        metrics = measure_candidates(measured, data, job.measure, chosen_artifacts)
+        return summarise(job, data, metrics, candidate, baseline_meta)
 
     stages = []
     for number, step in enumerate(recipe.steps, start=1):
@@ -198,7 +246,7 @@ def run_job(job: JobConfig, cache: Cache, measure_every_step: bool = False) -> R
         candidate = step.build().apply(candidate, context)
         if step.technique.produces != TORCH and candidate.storage is encoding:
             candidate.storage = None  # the new graph replaces the form an earlier step's encoding described
-        if number < len(recipe.steps) and candidate.artifact is None:
+        if candidate.artifact is None and not graph_only:  # the last step too: a longer recipe may follow it
             save_prefix(cache.root, key_after(number), candidate, baseline, check_inputs)
         if measure_every_step and number < len(recipe.steps):
             stages.append(measured_now())
@@ -206,6 +254,13 @@ def run_job(job: JobConfig, cache: Cache, measure_every_step: bool = False) -> R
     if measure_every_step:
         result.stages = [*stages, result.model_copy()]
     return result
+
+
+def starting_candidate(baseline: nn.Module | onnx.ModelProto, copy_module: bool = True) -> Candidate:
+    """The candidate a recipe starts from: a copy of the baseline module, or a user's ONNX graph as given."""
+    if isinstance(baseline, onnx.ModelProto):
+        return Candidate(module=None, artifact=baseline, float_graph=baseline)
+    return Candidate(module=copy.deepcopy(baseline) if copy_module else baseline)
 
 
 def summarise(

@@ -25,7 +25,7 @@ class Context:
     """Everything a technique may use; nothing global. `baseline` is the trained model and must not be mutated."""
 
     data: DataBundle
-    baseline: nn.Module
+    baseline: nn.Module | None  # None for a user's ONNX model (graph techniques only)
     model: ModelConfig
     train_config: TrainConfig
     seed: int
@@ -51,6 +51,8 @@ class Technique:
     produces: ClassVar[str] = TORCH
     precision: ClassVar[str | None] = None  # the precision it asks the runtime to execute in, if it sets one
     summary: ClassVar[str] = ""
+    # Whether it trains or fine-tunes the model (a train split is needed): refused on evaluation-only data.
+    trains: ClassVar[bool] = False
     # Techniques that must come earlier in a recipe (Huffman coding codes weight sharing's indices).
     requires: ClassVar[tuple[str, ...]] = ()
 

@@ -90,6 +90,7 @@ def param_count(module: nn.Module) -> int:
 @register_technique
 class KnowledgeDistillation(Technique):
     name = "distill.kd"
+    trains = True
     Config = KDConfig
     family = "distillation"
     summary = "Hinton knowledge distillation into a smaller student, measured beside the student trained alone"

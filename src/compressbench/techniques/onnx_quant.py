@@ -24,7 +24,7 @@ from compressbench.errors import CompressbenchError, raised_with
 from compressbench.measure.accuracy import collapse_flag, measure_accuracy
 from compressbench.measure.latency import LatencySettings, measure_latency_interleaved
 from compressbench.progress import quiet_root_logger
-from compressbench.runtime import installed_runtimes, open_session
+from compressbench.runtime import export_onnx, installed_runtimes, open_session
 from compressbench.runtime import runtimes as runtime_registry
 from compressbench.techniques.base import Candidate, Context
 
@@ -34,6 +34,22 @@ INT8_OPS = frozenset(
      "QLinearMatMul", "QGemm", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"}
 )  # fmt: skip
 FP32 = "fp32 (nothing quantized)"
+
+
+def float_graph(step: str, candidate: Candidate, context: Context) -> onnx.ModelProto:
+    """The float graph a graph technique starts from: the module's ONNX export, or a user's ONNX model as given (a
+    graph an earlier step already quantized is refused rather than silently quantized from the original)."""
+    if candidate.module is not None:
+        return export_onnx(candidate.module, context.data.spec.input_shape)
+    if candidate.artifact is not candidate.float_graph:
+        raise CompressbenchError(f"{step}: an earlier step already transformed this ONNX model; put {step} first")
+    return candidate.float_graph
+
+
+def graph_input(graph: onnx.ModelProto) -> str:
+    """The name of the graph's (first) data input: the exporter's `x`, or whatever a user's graph calls it."""
+    initializers = {t.name for t in graph.graph.initializer}
+    return next(v.name for v in graph.graph.input if v.name not in initializers)
 
 
 def calibration_inputs(step: str, data: DataBundle, samples: int) -> np.ndarray:

@@ -76,6 +76,7 @@ class ChannelsConfig(FineTunedConfig):
 @register_technique
 class ChannelPruning(Technique):
     name = STEP
+    trains = True
     Config = ChannelsConfig
     family = "pruning"
     summary = "removes whole channels (torch-pruning dependency graph) + fine-tuning; the model really shrinks"

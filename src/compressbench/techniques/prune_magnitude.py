@@ -87,6 +87,7 @@ def agp_sparsity(final: float, initial: float, progress: float) -> float:
 @register_technique
 class MagnitudePruning(Technique):
     name = "prune.magnitude"
+    trains = True
     Config = MagnitudeConfig
     family = "pruning"
     summary = "unstructured magnitude pruning (global or per layer, one-shot or gradual AGP) + fine-tuning"

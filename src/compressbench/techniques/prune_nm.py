@@ -62,6 +62,7 @@ def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
 @register_technique
 class NMPruning(Technique):
     name = "prune.nm"
+    trains = True
     Config = NMConfig
     family = "pruning"
     summary = "N:M semi-structured sparsity (2:4 default) + fine-tuning; speed needs sparse hardware"

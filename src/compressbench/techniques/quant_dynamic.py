@@ -9,7 +9,6 @@ import onnx
 from pydantic import Field
 
 from compressbench.artifacts import ONNX
-from compressbench.runtime import export_onnx
 from compressbench.techniques.base import (
     Candidate,
     Context,
@@ -20,6 +19,7 @@ from compressbench.techniques.base import (
 from compressbench.techniques.onnx_quant import (
     dedupe,
     first_and_last,
+    float_graph,
     fresh,
     quantize_with,
     quantized_layers,
@@ -72,7 +72,7 @@ class DynamicQuantization(Technique):
 
     def apply(self, candidate: Candidate, context: Context) -> Candidate:
         config: DynamicQuantConfig = self.config  # type: ignore[assignment]
-        graph = export_onnx(candidate.module, context.data.spec.input_shape)
+        graph = float_graph(self.name, candidate, context)
         user_exclude = resolve_exclude(self.name, graph, config.exclude) if config.exclude != "auto" else []
         op_choices = (
             {"MatMul/Gemm": ["MatMul", "Gemm"], "MatMul/Gemm/Conv": ["MatMul", "Gemm", "Conv"]}

@@ -14,8 +14,9 @@ from pydantic import Field
 from compressbench.artifacts import OPENVINO
 from compressbench.errors import CompressbenchError
 from compressbench.progress import quiet_root_logger
-from compressbench.runtime import export_onnx, onnx_to_openvino, open_session
+from compressbench.runtime import onnx_to_openvino, open_session
 from compressbench.techniques.base import Candidate, Context, Technique, TechniqueConfig, register_technique
+from compressbench.techniques.onnx_quant import float_graph
 
 
 class NncfConfig(TechniqueConfig):
@@ -53,7 +54,7 @@ class NncfQuantization(Technique):
         if len(calibration) == 0:
             raise CompressbenchError(f"{self.name}: field 'subset_size': the calibration split is empty")
         size = min(config.subset_size or len(calibration), len(calibration))
-        model = onnx_to_openvino(export_onnx(candidate.module, context.data.spec.input_shape))
+        model = onnx_to_openvino(float_graph(self.name, candidate, context))
         items = [calibration[i : i + 1] for i in range(size)]
         preset = (
             nncf.QuantizationPreset.PERFORMANCE if config.preset == "performance" else nncf.QuantizationPreset.MIXED

@@ -167,6 +167,7 @@ def replace_module(root: nn.Module, path: str, new: nn.Module) -> None:
 @register_technique
 class QuantizationAwareTraining(Technique):
     name = "quant.qat"
+    trains = True
     Config = QATConfig
     family = "quantization"
     produces = ONNX

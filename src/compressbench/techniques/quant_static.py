@@ -10,8 +10,6 @@ from pydantic import Field
 
 from compressbench.artifacts import ONNX
 from compressbench.errors import CompressbenchError
-from compressbench.runtime import export_onnx
-from compressbench.runtime.export import INPUT_NAME
 from compressbench.techniques.base import (
     Candidate,
     Context,
@@ -25,7 +23,9 @@ from compressbench.techniques.onnx_quant import (
     dedupe,
     failing_node,
     first_and_last,
+    float_graph,
     fresh,
+    graph_input,
     quantize_with,
     quantized_layers,
     resolve_exclude,
@@ -129,7 +129,7 @@ def quantize_static_graph(
             cache = target.with_name("entropy-ranges.json")
             entropy_ranges(graph, calibration, op_types, cache, entropy_bins, symmetric=activation_type == "int8")
         quantize_static(
-            fresh(graph), target, None if cache else ArrayReader(calibration, INPUT_NAME),
+            fresh(graph), target, None if cache else ArrayReader(calibration, graph_input(graph)),
             quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types, per_channel=per_channel,
             reduce_range=reduce_range, activation_type=quant_type(activation_type),
             weight_type=quant_type(weight_type), nodes_to_exclude=exclude or None, calibrate_method=method,
@@ -157,7 +157,7 @@ def entropy_ranges(
         augmented_model_path=str(folder / "augmented.onnx"), calibrate_method=CalibrationMethod.Entropy,
         extra_options={"num_bins": bins, "num_quantized_bins": 128, "symmetric": symmetric},
     )  # fmt: skip
-    calibrator.collect_data(ArrayReader(calibration, INPUT_NAME))
+    calibrator.collect_data(ArrayReader(calibration, graph_input(graph)))
     save_tensors_data(calibrator.compute_data(), cache)
 
 
@@ -172,7 +172,7 @@ class StaticQuantization(Technique):
     def apply(self, candidate: Candidate, context: Context) -> Candidate:
         config: StaticQuantConfig = self.config  # type: ignore[assignment]
         calibration = calibration_inputs(self.name, context.data, config.calibration_samples)
-        exported = export_onnx(candidate.module, context.data.spec.input_shape)
+        exported = float_graph(self.name, candidate, context)
         if config.op_types != "auto":
             check_op_types(self.name, list(config.op_types))
         user_exclude = resolve_exclude(self.name, exported, config.exclude) if config.exclude != "auto" else []

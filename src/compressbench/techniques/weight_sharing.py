@@ -205,6 +205,7 @@ def limit_train(data: DataBundle, samples: int | None) -> DataBundle:
 @register_technique
 class WeightSharing(Technique):
     name = "quant.weight_sharing"
+    trains = True
     Config = WeightSharingConfig
     family = "weight sharing"
     summary = "k-means weight sharing per layer with centroid fine-tuning (Deep Compression); size only, runtime float"

@@ -1,0 +1,260 @@
+"""Compress a model the user trained: their weights are what is measured, and what comes back is what was measured."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import textwrap
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from conftest import FAST_LATENCY
+from safetensors.torch import save_file
+from torch import nn
+from typer.testing import CliRunner
+
+import compressbench as cb
+from compressbench import CompressbenchError
+from compressbench.cli import app
+from compressbench.deploy import _shortlist
+from compressbench.runner import job as job_module
+from compressbench.weights import file_sha256, read_weights
+
+USER_CODE = textwrap.dedent(
+    """
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from torch import nn
+
+
+    def build(spec, width=1.0):
+        hidden = max(1, round(48 * width))
+        return nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+
+    def _arrays():
+        x, y = load_digits(return_X_y=True)
+        x = (x / 16.0 - 0.3).astype(np.float32)  # the user's own preprocessing, which the tool must not redo
+        return x[:1400], y[:1400], x[1400:], y[1400:]
+
+
+    def train_and_test():
+        x_train, y_train, x_test, y_test = _arrays()
+        return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+    def test_only():
+        _, _, x_test, y_test = _arrays()
+        return x_test, y_test
+    """
+)
+
+
+def _user_weights(folder):
+    """Weights trained here by hand (SGD with an odd schedule and a shifted bias): nothing the tool would train."""
+    namespace: dict = {}
+    exec(USER_CODE, namespace)
+    x_train, y_train, x_test, y_test = namespace["_arrays"]()
+    torch.manual_seed(7)
+    model = namespace["build"](None)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.2)
+    inputs, labels = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    for _ in range(60):
+        optimiser.zero_grad()
+        nn.functional.cross_entropy(model(inputs), labels).backward()
+        optimiser.step()
+    with torch.no_grad():
+        model[2].bias += 0.05
+        accuracy = (model(torch.from_numpy(x_test)).argmax(1).numpy() == y_test).mean()
+    path = folder / "weights.safetensors"
+    save_file(model.state_dict(), path)
+    return model, path, float(accuracy)
+
+
+@pytest.fixture(scope="module")
+def user(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("user")
+    (folder / "my_model.py").write_text(USER_CODE)
+    model, weights, accuracy = _user_weights(folder)
+    return {"folder": folder, "model": model, "weights": weights, "accuracy": accuracy, "code": folder / "my_model.py"}
+
+
+def _compress(user, out, recipes, data="train_and_test", **options):
+    return cb.compress_model(
+        f"{user['code']}:build",
+        f"{user['code']}:{data}",
+        weights=user["weights"],
+        out=out,
+        recipes=recipes,
+        latency=FAST_LATENCY,
+        **options,
+    )
+
+
+def test_the_artifact_runs_in_plain_onnxruntime_with_the_manifests_accuracy(user, tmp_path, monkeypatch):
+    monkeypatch.setattr(job_module, "train", lambda *a, **k: pytest.fail("the user's model was trained"))
+    outcome = _compress(user, tmp_path / "out", "quant.dynamic", runtime="onnxruntime", max_accuracy_drop=5.0)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert outcome.chosen == "quant.dynamic" or manifest["choice"]["recipe"] is None
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "manifest.json", "model.onnx", "report.html", "report.md", "results.db"
+    ]  # fmt: skip
+    assert manifest["artifact"]["files"]["model.onnx"] == file_sha256(tmp_path / "out" / "model.onnx")
+    # Plain onnxruntime, the loader's arrays as they are: the manifest's accuracy.
+    namespace: dict = {}
+    exec(USER_CODE, namespace)
+    _, _, x_test, y_test = namespace["_arrays"]()
+    session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {session.get_inputs()[0].name: x_test})[0]
+    assert abs((logits.argmax(1) == y_test).mean() - manifest["compressed"]["accuracy"]) <= 0.001
+    # The baseline is the user's model as given: its accuracy in torch, never retrained.
+    assert abs(manifest["baseline"]["accuracy"] - user["accuracy"]) <= 0.001
+    assert manifest["input"]["weights_sha256"] == file_sha256(user["weights"])
+    assert manifest["preprocessing"].startswith("none")
+    assert set(manifest["candidates"]) == {"none", "quant.dynamic"}
+
+
+def test_evaluation_data_only_refuses_training_recipes_before_anything_runs(user, tmp_path):
+    with pytest.raises(CompressbenchError, match="prune.channels fine-tunes or trains the model.*no train split"):
+        _compress(user, tmp_path / "out", "prune.channels", data="test_only")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial" / "results.db").exists()
+
+
+def test_evaluation_data_only_calibrates_on_samples_kept_apart_from_the_measured_ones(user, tmp_path):
+    _compress(user, tmp_path / "out", "quant.static", data="test_only", runtime="onnxruntime", max_accuracy_drop=5.0)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    held_out = manifest["evaluation"]["held_out"]
+    assert len(held_out) == manifest["evaluation"]["calibration"] == manifest["evaluation"]["val"]
+    assert manifest["evaluation"]["test"] + len(held_out) == 397  # the loader's 397 evaluation samples
+    assert manifest["compressed"]["test_samples"] == manifest["evaluation"]["test"]
+    assert "held out" in manifest["evaluation"]["samples"]
+
+
+def test_auto_fits_the_input():
+    training = [_name(r) for r in _shortlist("auto", has_train=True, distillable=True)]
+    evaluation_only = [_name(r) for r in _shortlist("auto", has_train=False, distillable=True)]
+    assert {"none", "quant.dynamic", "quant.static", "prune.channels-50", "prune+quant", "distill.kd-half"} <= set(
+        training
+    )
+    assert not any(name.startswith(("prune", "distill")) for name in evaluation_only)
+    assert "distill.kd-half" not in [_name(r) for r in _shortlist("auto", has_train=True, distillable=False)]
+
+
+def _name(recipe) -> str:
+    return cb.load_recipe(recipe).name
+
+
+@pytest.mark.parametrize("problem", ["missing", "shape", "pickled", "absent"])
+def test_bad_weights_are_one_line_and_leave_nothing(user, tmp_path, problem):
+    state = user["model"].state_dict()
+    path = tmp_path / "bad.pt"
+    if problem == "missing":
+        torch.save({k: v for k, v in state.items() if k != "2.bias"}, path)
+    elif problem == "shape":
+        torch.save({**state, "0.weight": torch.zeros(3, 64)}, path)
+    elif problem == "pickled":
+        torch.save(user["model"], path)
+    expected = {
+        "missing": "missing: 2.bias",
+        "shape": r"wrong shape: 0.weight \(3, 64\) \(model: \(48, 64\)\)",
+        "pickled": "a pickled object .* not a state dict",
+        "absent": "no such file",
+    }[problem]
+    result = CliRunner().invoke(
+        app,
+        ["compress", "--model", f"{user['code']}:build", "--weights", str(path), "--data",
+         f"{user['code']}:test_only", "--out", str(tmp_path / "out"), "--recipes", "quant.dynamic"],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert re.search(expected, " ".join(lines)), result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_interrupted_compress_leaves_no_manifest_and_resumes(user, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("compressbench.reporting.write_report", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _compress(user, tmp_path / "out", "quant.dynamic", runtime="onnxruntime")
+    assert not (tmp_path / "out").exists()
+    monkeypatch.undo()
+    runs = []
+    run_job = job_module.run_job
+    monkeypatch.setattr("compressbench.deploy.run_job", lambda *a, **k: runs.append(1) or run_job(*a, **k))
+    _compress(user, tmp_path / "out", "quant.dynamic", runtime="onnxruntime")
+    assert runs == []  # both runs came from the interrupted attempt's store, with their artifacts
+    assert (tmp_path / "out" / "manifest.json").is_file() and not (tmp_path / "out.partial").exists()
+
+
+def test_verify_measures_again_and_refuses_a_changed_artifact(user, tmp_path):
+    _compress(user, tmp_path / "out", "quant.dynamic", runtime="onnxruntime", max_accuracy_drop=5.0)
+    checked = cb.verify(tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert checked["accuracy"]["here"] == pytest.approx(manifest["compressed"]["accuracy"], abs=1e-3)
+    assert set(checked["latency_ms"]) == set(manifest["compressed"]["latency_ms"])
+    artifact = tmp_path / "out" / "model.onnx"
+    artifact.write_bytes(artifact.read_bytes() + b"\0")
+    with pytest.raises(CompressbenchError, match="differs from the manifest"):
+        cb.verify(tmp_path / "out")
+
+
+def test_a_module_instance_is_taken_with_its_weights(user, tmp_path):
+    outcome = cb.compress_model(
+        user["model"], f"{user['code']}:train_and_test", out=tmp_path / "out", recipes="none",
+        runtime="onnxruntime", latency=FAST_LATENCY,
+    )  # fmt: skip
+    assert outcome.chosen is None  # only the baseline was asked for: it is handed back, and the manifest says so
+    assert abs(outcome.manifest["baseline"]["accuracy"] - user["accuracy"]) <= 0.001
+    assert "keep the baseline" in outcome.manifest["choice"]["why"]
+
+
+def test_an_existing_output_folder_is_never_overwritten(user, tmp_path):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(CompressbenchError, match="already exists"):
+        _compress(user, tmp_path / "out", "quant.dynamic")
+
+
+def test_pickle_is_never_loaded_even_when_asked_for_a_state_dict(tmp_path):
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps(np.array([1])))  # any pickle that is not plain tensors
+    with pytest.raises(CompressbenchError, match="weights .*evil.pt"):
+        read_weights(path)
+
+
+@pytest.fixture(scope="module")
+def user_onnx(user):
+    """The user's model as an ONNX file with its own input name, as a deployment pipeline would have it."""
+    path = user["folder"] / "model.onnx"
+    torch.onnx.export(
+        user["model"], (torch.zeros(1, 64),), path, dynamo=False, input_names=["pixels"], output_names=["scores"],
+        dynamic_axes={"pixels": {0: "n"}, "scores": {0: "n"}},
+    )  # fmt: skip
+    return path
+
+
+def test_an_onnx_model_refuses_a_training_recipe_before_anything_runs(user, user_onnx, tmp_path):
+    with pytest.raises(CompressbenchError, match="prune.channels trains or fine-tunes.*ONNX graph without its torch"):
+        cb.compress_model(str(user_onnx), f"{user['code']}:train_and_test", out=tmp_path / "out",
+                          recipes="quant.dynamic,prune.channels")  # fmt: skip
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_an_onnx_model_is_quantized_as_given(user, user_onnx, tmp_path):
+    every_gemm = {"name": "int8", "steps": [{"technique": "quant.static", "op_types": ["Gemm"], "exclude": []}]}
+    outcome = cb.compress_model(
+        str(user_onnx), f"{user['code']}:train_and_test", out=tmp_path / "out", recipes=[every_gemm],
+        runtime="onnxruntime", max_accuracy_drop=5.0, latency=FAST_LATENCY,
+    )  # fmt: skip
+    manifest = outcome.manifest
+    assert abs(manifest["baseline"]["accuracy"] - user["accuracy"]) <= 0.001
+    assert manifest["input"]["weights_sha256"] == file_sha256(user_onnx)
+    assert manifest["baseline"]["params"] == sum(p.numel() for p in user["model"].parameters())
+    static = manifest["candidates"]["int8"]
+    assert static["runtime"] == "onnxruntime" and static["size_ratio"] > 1.5  # int8 weights, fp32 scales
+    if outcome.chosen == "int8":
+        assert manifest["artifact"]["inputs"]["inputs"][0]["name"] == "pixels"
