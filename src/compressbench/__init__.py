@@ -41,6 +41,9 @@ _EXPORTS = {
     "compress_model": "compressbench.deploy",
     "verify": "compressbench.deploy",
     "CompressOutcome": "compressbench.deploy",
+    "search": "compressbench.searching",
+    "search_workers": "compressbench.searching",
+    "SearchOutcome": "compressbench.searching",
     # config and result types
     "DatasetConfig": "compressbench.data",
     "DataBundle": "compressbench.data",

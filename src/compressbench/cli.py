@@ -182,6 +182,64 @@ def compress_(
     out.print(f"wrote {outcome.out}: {files}, manifest.json, report.html, report.md, results.db", highlight=False)
 
 
+@app.command("search")
+@friendly
+def search_(
+    dataset: Annotated[str, typer.Option(help="registered dataset, or module:function / file.py:function")],
+    model: Annotated[str, typer.Option(help="zoo model, your factory (with --weights), or a .onnx file")],
+    out_dir: Annotated[Path, typer.Option("--out", help="folder of the search (search.db, results.db)")],
+    weights: Annotated[Path | None, typer.Option(help="your model's trained weights")] = None,
+    max_accuracy_drop: Annotated[float, typer.Option(help="accuracy budget in points: a constraint")] = 1.0,
+    objective: Annotated[Objective, typer.Option(help="what the best trial maximises")] = Objective.latency,
+    batch: Annotated[int, typer.Option(help="the batch size whose latency counts")] = 256,
+    trials: Annotated[int, typer.Option(help="trials in all (a resumed search counts the earlier ones)")] = 20,
+    timeout: Annotated[str | None, typer.Option(help="stop after this long: 90s, 30m, 2h")] = None,
+    goal_speedup: Annotated[float | None, typer.Option(help="stop at a feasible trial this much faster")] = None,
+    goal_size: Annotated[float | None, typer.Option(help="stop at a feasible trial this much smaller")] = None,
+    sampler: Annotated[str, typer.Option(help="nsga2 (objective and accuracy) or tpe (objective alone)")] = "nsga2",
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL (default: sqlite in --out)")] = None,
+    workers: Annotated[int, typer.Option(help="worker processes on this machine, sharing its cores")] = 1,
+) -> None:
+    """Search recipes and their settings for the fastest (or smallest) model within the accuracy budget."""
+    if sampler not in ("nsga2", "tpe"):
+        raise CompressbenchError(f"--sampler: {sampler!r} is not nsga2 or tpe")
+    if goal_speedup is not None and goal_size is not None:
+        raise CompressbenchError("--goal-speedup and --goal-size: give one (the objective's)")
+    outcome = cb.search_workers(
+        workers,
+        dataset=dataset,
+        model=model,
+        out=out_dir,
+        weights=str(weights) if weights else None,
+        max_accuracy_drop=max_accuracy_drop,
+        objective=objective.value,
+        batch=batch,
+        trials=trials,
+        timeout_s=_seconds(timeout) if timeout else None,
+        goal=goal_speedup if goal_speedup is not None else goal_size,
+        sampler=sampler,
+        storage=storage,
+    )
+    out.print(f"{outcome.trials} trials ({outcome.stopped}), {outcome.feasible} within the budget", highlight=False)
+    if outcome.best:
+        best = outcome.best
+        out.print(
+            f"best: trial {best['trial']} {best['recipe']} on {best['runtime']}: {best['speedup']:.2f}x at batch "
+            f"{batch}, {best['size_ratio']:.1f}x smaller, drop {best['accuracy_drop_pt']:+.2f} pt",
+            highlight=False,
+        )
+    else:
+        out.print("no trial stayed within the budget: keep the baseline", highlight=False)
+
+
+def _seconds(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except ValueError:
+        raise CompressbenchError(f"--timeout: {text!r} is not a duration like 90s, 30m or 2h") from None
+
+
 @app.command("verify")
 @friendly
 def verify_(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -222,11 +223,11 @@ def _run(job: JobConfig, store: Store, cache: Cache, work: Path) -> None:
     chosen: dict[str, Any] = {}
     try:
         result = run_job(job, cache, chosen_artifacts=chosen)
-    except CompressbenchError as error:
+    except Exception as error:  # a technique that cannot handle this model is an answer too; the others go on
         if label == BASELINE:
             raise  # the user's model itself cannot be measured: nothing else can be judged
-        store.put(key, job.identity(), error=f"{type(error).__name__}: {error}")
-        progress.log(f"[red]failed[/red] {label}: {error}")
+        store.put(key, job.identity(), error=f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=5)}")
+        progress.log(f"[red]failed[/red] {label}: {type(error).__name__}: {error}")
         return
     artifact = chosen["candidate"]
     _write_artifact(served_for_openvino(artifact) if result.runtime == "openvino" else artifact, folder)

@@ -19,6 +19,7 @@ from compressbench import progress
 from compressbench.data import DataBundle, Split
 from compressbench.errors import CompressbenchError
 from compressbench.imports import describe_exception
+from compressbench.machine_lock import training_slot
 from compressbench.models import training_defaults
 from compressbench.modes import evaluating
 
@@ -108,7 +109,22 @@ def train(
 
     `channels_last` trains convolutions in the channels-last layout, 1.2-1.3x faster here (EPYC Zen 3, oneDNN:
     ResNet-14 197 -> 160 ms a batch). Only the zoo's unpruned models ask for it: torch 2.13 crashed (a native abort
-    in backward) fine-tuning a channel-pruned ResNet in that layout."""
+    in backward) fine-tuning a channel-pruned ResNet in that layout. Holds the machine's training slot
+    (`compressbench.machine_lock`): no timing of another worker runs meanwhile."""
+    with training_slot():
+        return _train(model, data, config, seed, loss, hooks, description, channels_last)
+
+
+def _train(
+    model: nn.Module,
+    data: DataBundle,
+    config: TrainConfig,
+    seed: int,
+    loss: LossFn,
+    hooks: Sequence[TrainHook],
+    description: str,
+    channels_last: bool,
+) -> TrainReport:
     started = time.perf_counter()
     previous_threads = torch.get_num_threads()
     if config.threads:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from compressbench.machine_lock import timing_slot
 from compressbench.runtime import Session
 
 
@@ -45,8 +46,15 @@ def measure_latency_interleaved(
     """For each batch size, warm every session up, then time them in interleaved blocks of calls.
 
     `inputs` are real samples, repeated when a batch is larger than they are. Returns, per session, its stats
-    by batch size.
+    by batch size. Holds the machine's timing slot (`compressbench.machine_lock`) throughout.
     """
+    with timing_slot():
+        return _interleaved(sessions, inputs, settings)
+
+
+def _interleaved(
+    sessions: Sequence[Session], inputs: np.ndarray, settings: LatencySettings
+) -> list[dict[int, LatencyStats]]:
     results: list[dict[int, LatencyStats]] = [{} for _ in sessions]
     for batch in settings.batch_sizes:
         x = np.ascontiguousarray(np.resize(inputs, (batch, *inputs.shape[1:])).astype(np.float32))

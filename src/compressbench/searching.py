@@ -1,0 +1,306 @@
+"""Search: the fastest (or smallest) model within an accuracy budget, found by Optuna in the time given.
+
+A trial is a recipe drawn from the search space (which families in which order, each step's parameters) and run as an
+ordinary job: the same key, measurement and results store as a study's, so a recipe seen before comes from the
+store, a killed search resumes with its trials, and a pruned, fine-tuned model that several trials quantize is
+computed once (the prefix cache). NSGA-II minimises (latency at the batch that matters or stored size, accuracy
+drop) by default, TPE the objective alone; the accuracy budget is a constraint, so infeasible trials are kept and
+shown but never chosen. The model's fixed recipes are enqueued first, so a search never ends worse than they do.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import multiprocessing
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from compressbench import progress
+from compressbench.cache import Cache, default_cache_dir
+from compressbench.errors import CompressbenchError
+from compressbench.machine_lock import VARIABLE
+from compressbench.measure.compare import MeasureSettings
+from compressbench.measure.latency import LatencySettings
+from compressbench.models import ModelConfig, is_onnx_model
+from compressbench.results import RunResult
+from compressbench.runner.job import make_job, run_job
+from compressbench.runtime import installed_runtimes
+from compressbench.store import Store
+
+Objective = Literal["latency", "size"]
+STUDY_NAME = "search"
+STUDENT_WIDTHS = (0.25, 0.5, 0.75)
+CALIBRATIONS = ("minmax", "percentile")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What a trial may draw: the plans (families in order) and the int8 techniques installed here."""
+
+    plans: tuple[str, ...]
+    quantizers: tuple[str, ...]
+
+    @classmethod
+    def for_model(cls, trains: bool, runtime: str = "auto") -> SearchSpace:
+        """Every plan for a model with torch code and train data; int8 alone for a graph or evaluation data. NNCF
+        when its OpenVINO output can be measured (runtime auto or openvino, and OpenVINO installed)."""
+        nncf = runtime in ("auto", "openvino") and "openvino" in installed_runtimes()
+        quantizers = ("quant.static", "quant.dynamic") + (("quant.nncf",) if nncf else ())
+        plans = ("quant", "prune", "prune+quant", "distill", "distill+quant", "distill+prune+quant")
+        return cls(plans if trains else ("quant",), quantizers)
+
+    def fixed(self) -> list[dict[str, Any]]:
+        """The default study's recipes for a model, as parameters of this space: the first trials of a search."""
+        fixed = [{"plan": "quant", "int8": q, **({"calibration": "minmax"} if q == "quant.static" else {})}
+                 for q in self.quantizers]  # fmt: skip
+        if "prune" in self.plans:
+            fixed.append({"plan": "prune", "prune_ratio": 0.5, "fine_tune_epochs": 4})
+            fixed.append({"plan": "prune+quant", "prune_ratio": 0.5, "fine_tune_epochs": 4, "int8": "quant.static",
+                          "calibration": "minmax"})  # fmt: skip
+        if "distill" in self.plans:
+            fixed.append({"plan": "distill", "student_width": 0.5})
+        return fixed
+
+
+def suggest_recipe(trial: Any, space: SearchSpace) -> dict[str, Any]:
+    """A recipe from the trial's parameters; its name is its content, so the same draw is the same job."""
+    plan = trial.suggest_categorical("plan", list(space.plans))
+    steps: list[dict[str, Any]] = []
+    parts = []
+    if "distill" in plan:
+        width = trial.suggest_categorical("student_width", list(STUDENT_WIDTHS))
+        steps.append({"technique": "distill.kd", "width": width})
+        parts.append(f"distill w{width:g}")
+    if "prune" in plan:
+        ratio = trial.suggest_float("prune_ratio", 0.2, 0.7, step=0.05)
+        epochs = trial.suggest_int("fine_tune_epochs", 1, 6)
+        steps.append({"technique": "prune.channels", "ratio": round(ratio, 2), "fine_tune_epochs": epochs})
+        parts.append(f"prune {ratio:.2f} ft{epochs}")
+    if "quant" in plan:
+        quantizer = trial.suggest_categorical("int8", list(space.quantizers))
+        step: dict[str, Any] = {"technique": quantizer}
+        if quantizer == "quant.static":
+            step["calibration"] = trial.suggest_categorical("calibration", list(CALIBRATIONS))
+            parts.append(f"static {step['calibration']}")
+        else:
+            parts.append(quantizer.removeprefix("quant."))
+        steps.append(step)
+    return {"name": "search: " + " -> ".join(parts), "steps": steps}
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    out: Path
+    trials: int
+    feasible: int
+    best: dict[str, Any] | None  # recipe, speed-up, size ratio, drop of the best feasible trial
+    stopped: str  # why the search ended
+
+
+def search(
+    dataset: str,
+    model: str,
+    *,
+    out: Path | str,
+    weights: str | None = None,
+    max_accuracy_drop: float = 1.0,
+    objective: Objective = "latency",
+    batch: int = 256,
+    trials: int = 20,
+    timeout_s: float | None = None,
+    goal: float | None = None,
+    sampler: Literal["nsga2", "tpe"] = "nsga2",
+    storage: str | None = None,
+    seed: int = 0,
+    measure: MeasureSettings | None = None,
+    cache: Cache | None = None,
+) -> SearchOutcome:
+    """Run (or resume) a search of `trials` trials in all in this process; stop early at `timeout_s` or when a
+    feasible trial reaches `goal` (a speed-up at `batch`, or a size ratio with objective size)."""
+    optuna = _optuna()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    storage = storage or f"sqlite:///{out / 'search.db'}"
+    measure = measure or MeasureSettings(runtime="auto", target_batch=batch, latency=_with_batch(batch))
+    model_config = ModelConfig(name=model, weights=weights)
+    first = make_job(dataset, model_config, "none", seed=seed, measure=measure)  # refusals before any trial
+    space = SearchSpace.for_model(trains=not is_onnx_model(model), runtime=measure.runtime)
+    with open(out / "search.lock", "a+") as lock:  # one process at a time creates the schema and the first trials
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        study = _study(optuna, storage, sampler, objective, seed, space)
+    results = Store(out / "results.db")
+    cache = cache or Cache(default_cache_dir())
+    _result(first, results, cache)  # the baseline, measured once: every trial's figures are against it
+    started = time.monotonic()
+
+    def objective_fn(trial: Any) -> tuple[float, ...] | float:
+        recipe = suggest_recipe(trial, space)
+        job = make_job(first.dataset, model_config, recipe, seed=seed, measure=measure)
+        trial.set_user_attr("recipe", recipe["name"])
+        trial.set_user_attr("key", job.key())
+        result = _result(job, results, cache)
+        values = _values(result, objective, batch)
+        trial.set_user_attr("accuracy_drop_pt", result.accuracy_drop_pt)
+        trial.set_user_attr("speedup", result.speedup.get(str(batch)))
+        trial.set_user_attr("size_ratio", result.compression_ratio)
+        trial.set_user_attr("runtime", result.runtime)
+        trial.set_constraint("accuracy_drop_over_budget", result.accuracy_drop_pt - max_accuracy_drop)
+        return values if sampler == "nsga2" else values[0]
+
+    def report(study: Any, trial: Any) -> None:
+        best = _best(study, objective)
+        done = len(_finished(study))
+        line = f"trial {trial.number} ({done}/{trials}): {trial.user_attrs.get('recipe', '?')}: {trial.state.name}"
+        if "speedup" in trial.user_attrs:
+            line += (f", drop {trial.user_attrs['accuracy_drop_pt']:+.2f} pt, {trial.user_attrs['speedup']:.2f}x at "
+                     f"batch {batch}, {trial.user_attrs['size_ratio']:.1f}x smaller")  # fmt: skip
+        line += f"; best feasible: {_describe(best, batch)}"
+        progress.log(line)
+        if goal is not None and best is not None and _figure(best, objective) >= goal:
+            study.set_user_attr("stopped", f"goal {goal:g}x reached by trial {best.number}")
+            study.stop()
+        if done >= trials:
+            study.stop()
+        if timeout_s is not None and time.monotonic() - started >= timeout_s:
+            study.set_user_attr("stopped", f"timeout after {timeout_s:g} s")
+            study.stop()
+
+    remaining = trials - len(_finished(study))
+    if remaining > 0 and "stopped" not in study.user_attrs:
+        study.optimize(objective_fn, n_trials=remaining, callbacks=[report], catch=(CompressbenchError,),
+                       gc_after_trial=True)  # fmt: skip
+    finished = _finished(study)
+    best = _best(study, objective)
+    feasible = [t for t in finished if _feasible(t)]
+    stopped = study.user_attrs.get("stopped", f"{len(finished)} trials")
+    return SearchOutcome(
+        out=out,
+        trials=len(finished),
+        feasible=len(feasible),
+        best=None if best is None else {"trial": best.number, **best.user_attrs},
+        stopped=stopped,
+    )
+
+
+def search_workers(workers: int, **options: Any) -> SearchOutcome:
+    """`search(**options)` in `workers` processes on one storage (SQLite here; a PostgreSQL URL spans machines).
+    They split the cores (torch threads = cores / workers) and share the machine lock (`compressbench.machine_lock`):
+    trainings run side by side, but no timing overlaps another worker's training or timing."""
+    if workers <= 1:
+        return search(**options)
+    out = Path(options["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_worker, args=(options, str(out / "machine.lock"), threads))
+                 for _ in range(workers)]  # fmt: skip
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    if failed := [p.exitcode for p in processes if p.exitcode != 0]:
+        raise CompressbenchError(f"search: {len(failed)} of {workers} workers failed (exit codes {failed})")
+    return search(**options)  # every trial is done: this only reads the outcome
+
+
+def _worker(options: dict[str, Any], lock: str, threads: int) -> None:
+    import torch
+
+    os.environ[VARIABLE] = lock
+    torch.set_num_threads(threads)
+    search(**options)
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise CompressbenchError("search needs Optuna: pip install optuna (or make setup)") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def _study(optuna, storage: str, sampler: str, objective: str, seed: int, space: SearchSpace):
+    """Create or load the Optuna study; a new one gets the fixed recipes enqueued as its first trials. A trial whose
+    process died (no heartbeat) is failed and queued again with the same parameters when the search resumes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable since 2.8
+        # SQLite shared by several worker processes (and their heartbeat threads): wait for a lock, never fail on it.
+        engine = {"connect_args": {"timeout": 120}} if storage.startswith("sqlite") else None
+        rdb = optuna.storages.RDBStorage(
+            storage,
+            engine_kwargs=engine,
+            heartbeat_interval=int(os.environ.get("COMPRESSBENCH_SEARCH_HEARTBEAT", "30")),
+            grace_period=int(os.environ.get("COMPRESSBENCH_SEARCH_GRACE", "120")),
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+        )
+    # Constraints come from trial.set_constraint (the accuracy budget): both samplers prefer feasible trials.
+    if sampler == "nsga2":
+        chosen = optuna.samplers.NSGAIISampler(seed=seed)
+        directions = ["minimize", "minimize"]
+    else:
+        chosen = optuna.samplers.TPESampler(seed=seed)
+        directions = ["minimize"]
+    study = optuna.create_study(storage=rdb, study_name=STUDY_NAME, sampler=chosen, directions=directions,
+                                load_if_exists=True)  # fmt: skip
+    if not study.trials:
+        for params in space.fixed():
+            study.enqueue_trial(params, user_attrs={"fixed": True}, skip_if_exists=True)
+        study.set_user_attr("objective", objective)
+    return study
+
+
+def _with_batch(batch: int) -> LatencySettings:
+    return LatencySettings(batch_sizes=tuple(sorted({1, batch})))
+
+
+def _result(job, results: Store, cache: Cache) -> RunResult:
+    """The job's result from the store, or run now and stored (a failure raises: the trial fails, the search goes
+    on)."""
+    stored = results.get(job.key())
+    if stored is not None and stored.status == "ok" and stored.result is not None:
+        return stored.result
+    result = run_job(job, cache)
+    results.put(job.key(), job.identity(), result=result)
+    return result
+
+
+def _values(result: RunResult, objective: str, batch: int) -> tuple[float, float]:
+    """What is minimised: 1 / speed-up at `batch` (or stored bytes relative to fp32 parameters), then the drop."""
+    primary = 1 / result.speedup[str(batch)] if objective == "latency" else 1 / result.compression_ratio
+    return primary, result.accuracy_drop_pt
+
+
+def _finished(study) -> list[Any]:
+    import optuna
+
+    return [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def _feasible(trial) -> bool:
+    return bool(trial.constraints) and all(value <= 0 for value in trial.constraints.values())
+
+
+def _figure(trial, objective: str) -> float:
+    return trial.user_attrs["speedup"] if objective == "latency" else trial.user_attrs["size_ratio"]
+
+
+def _best(study, objective: str):
+    """The best feasible trial on the objective (an over-budget trial is never best)."""
+    feasible = [t for t in _finished(study) if _feasible(t)]
+    return max(feasible, key=lambda t: _figure(t, objective), default=None)
+
+
+def _describe(trial, batch: int) -> str:
+    if trial is None:
+        return "none yet"
+    attrs = trial.user_attrs
+    return (f"trial {trial.number} {attrs['recipe']} ({attrs['speedup']:.2f}x at batch {batch}, "
+            f"{attrs['size_ratio']:.1f}x smaller, drop {attrs['accuracy_drop_pt']:+.2f} pt)")  # fmt: skip
+
+
+__all__ = ["SearchOutcome", "SearchSpace", "search", "search_workers", "suggest_recipe"]
