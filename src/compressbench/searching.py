@@ -176,7 +176,7 @@ def search(
     finished = _finished(study)
     best = _best(study, objective)
     feasible = [t for t in finished if _feasible(t)]
-    stopped = study.user_attrs.get("stopped", f"{len(finished)} trials")
+    stopped = study.user_attrs.get("stopped", f"--trials {trials} reached")
     return SearchOutcome(
         out=out,
         trials=len(finished),
