@@ -63,6 +63,8 @@ class SearchSpace:
                           "calibration": "minmax"})  # fmt: skip
         if "distill" in self.plans:
             fixed.append({"plan": "distill", "student_width": 0.5})
+            fixed.append({"plan": "distill+prune+quant", "student_width": 0.5, "prune_ratio": 0.25,
+                          "fine_tune_epochs": 4, "int8": "quant.static", "calibration": "minmax"})  # fmt: skip
         return fixed
 
 
