@@ -91,8 +91,9 @@ def run(
     training = cb.default_training(model)
     if epochs is not None:
         training = training.model_copy(update={"epochs": epochs, "min_steps": 0})  # exactly those epochs
-    sizes = tuple(sorted(set(batch_sizes or (1, 256)) | {batch}))
-    latency = cb.LatencySettings(threads=threads, batch_sizes=sizes, warmup_s=warmup, blocks=repeats)
+    latency = cb.LatencySettings(
+        threads=threads, batch_sizes=tuple(batch_sizes or (1, 256)), warmup_s=warmup, blocks=repeats
+    ).with_batch(batch)
     result = cb.compress(
         dataset,
         cb.ModelConfig(name=model, width=width, weights=str(weights) if weights else None),
@@ -177,7 +178,7 @@ def compress_(
     if choice["runner_up"]:
         out.print(f"runner-up: {choice['runner_up']['recipe']} on {choice['runner_up']['runtime']}", highlight=False)
     for name, failure in manifest["failed"].items():
-        out.print(f"[yellow]not tried:[/yellow] {name}: {failure}", highlight=False, soft_wrap=True)
+        out.print(f"[yellow]failed:[/yellow] {name}: {failure}", highlight=False, soft_wrap=True)
     files = ", ".join(manifest["artifact"]["files"])
     out.print(f"wrote {outcome.out}: {files}, manifest.json, report.html, report.md, results.db", highlight=False)
 

@@ -99,7 +99,7 @@ def compress_model(
     measure = MeasureSettings(
         runtime=runtime,
         target_batch=batch,
-        latency=_with_batch(latency or LatencySettings(), batch),
+        latency=(latency or LatencySettings()).with_batch(batch),
     )
     trainable = len(bundle.train) > 0 and not is_onnx_model(model_config.name)
     distillable = instance is None and not is_onnx_model(model_config.name)
@@ -165,11 +165,6 @@ def _model_config(
             f"model {model!r}: --weights is required (compress takes a trained model and never trains it from scratch)"
         )
     return ModelConfig(name=model, weights=str(weights)), None
-
-
-def _with_batch(latency: LatencySettings, batch: int) -> LatencySettings:
-    sizes = tuple(sorted({*latency.batch_sizes, batch}))
-    return latency.model_copy(update={"batch_sizes": sizes})
 
 
 def _shortlist(recipes: str | list, *, has_train: bool, distillable: bool) -> list[str | dict]:

@@ -127,7 +127,8 @@ def search(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{out / 'search.db'}"
-    measure = measure or MeasureSettings(runtime="auto", target_batch=batch, latency=_with_batch(batch))
+    latency = LatencySettings().with_batch(batch)
+    measure = measure or MeasureSettings(runtime="auto", target_batch=batch, latency=latency)
     model_config = ModelConfig(name=model, weights=weights)
     first = make_job(dataset, model_config, "none", seed=seed, measure=measure)  # refusals before any trial
     space = SearchSpace.for_model(trains=not is_onnx_model(model), runtime=measure.runtime)
@@ -254,10 +255,6 @@ def _study(optuna, storage: str, sampler: str, objective: str, seed: int, space:
             study.enqueue_trial(params, user_attrs={"fixed": True}, skip_if_exists=True)
         study.set_user_attr("objective", objective)
     return study
-
-
-def _with_batch(batch: int) -> LatencySettings:
-    return LatencySettings(batch_sizes=tuple(sorted({1, batch})))
 
 
 def _result(job, results: Store, cache: Cache) -> RunResult:

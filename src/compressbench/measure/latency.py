@@ -26,6 +26,10 @@ class LatencySettings(BaseModel):
     block_s: float = Field(0.2, gt=0, description="target duration of one timed block")
     threads: int = Field(1, ge=1, description="intra-op threads of every session")
 
+    def with_batch(self, batch: int) -> LatencySettings:
+        """These settings, also timing `batch` (the batch size that matters)."""
+        return self.model_copy(update={"batch_sizes": tuple(sorted({*self.batch_sizes, batch}))})
+
 
 @dataclass(frozen=True)
 class LatencyStats:
