@@ -68,6 +68,9 @@ def test_exclude_keeps_a_layer_in_float_by_module_path_or_node_name(lenet):
     by_name = apply({"technique": "quant.static", "op_types": ["Conv", "Gemm"], "exclude": ["/classifier/Gemm"]},
                     model, context)  # fmt: skip
     assert by_path.records[-1]["quantized_layers"] == by_name.records[-1]["quantized_layers"] == 4
+    ends = apply({"technique": "quant.static", "op_types": ["Conv", "Gemm"], "exclude": "first+last"}, model, context)
+    assert {module_path(node) for node in ends.records[-1]["float_layers"]} == {"features.0", "classifier"}
+    assert ends.records[-1]["quantized_layers"] == 3
     assert module_path("/blocks/blocks.2/shortcut/shortcut.0/Conv") == "blocks.2.shortcut.0"
 
 

@@ -39,7 +39,8 @@ def test_a_search_starts_with_the_fixed_recipes_and_stores_every_trial(tmp_path)
     outcome = search("digits", "mlp", out=tmp_path, trials=len(space.fixed()) + 1, max_accuracy_drop=1.0, **OPTIONS)
     trials = _complete(tmp_path)
     assert outcome.trials == len(trials) == len(space.fixed()) + 1
-    assert [t.params for t in trials[: len(space.fixed())]] == space.fixed()
+    assert [t.params for t in trials[: len(space.fixed())]] == list(space.fixed().values())
+    assert trials[0].user_attrs["fixed"] == "quant.static"
     stored = {run.key for run in cb.stored_runs(tmp_path)}
     assert {t.user_attrs["key"] for t in trials} <= stored  # every trial is a stored job (plus the baseline)
     assert outcome.best is not None and outcome.best["accuracy_drop_pt"] <= 1.0
@@ -115,3 +116,32 @@ def test_two_workers_on_one_storage_lose_and_duplicate_nothing(tmp_path, fast_he
     assert len(numbers) == len(set(numbers))
     stored = {run.key for run in cb.stored_runs(tmp_path)}
     assert {t.user_attrs["key"] for t in complete} <= stored
+
+
+def test_a_size_search_starts_from_deep_compression_and_reports_its_front(tmp_path):
+    plans = ["quant", "deep-compression"]
+    space = SearchSpace.for_model(trains=True, runtime="onnxruntime", objective="size", plans=plans)
+    outcome = search("digits", "mlp", out=tmp_path, objective="size", plans=plans, trials=len(space.fixed()),
+                     max_accuracy_drop=2.0, **OPTIONS)  # fmt: skip
+    trials = _complete(tmp_path)
+    deep = next(t for t in trials if t.user_attrs.get("fixed") == "deep-compression")
+    shipped = cb.load_recipe("deep-compression").canonical()["steps"]
+    assert cb.load_recipe({"name": "fixed", "steps": deep.user_attrs["steps"]}).canonical()["steps"] == shipped
+    assert deep.user_attrs["size_ratio"] > 10  # sparse, shared and Huffman-coded: far past int8's 4x
+    assert outcome.best is not None and outcome.best["size_ratio"] == max(
+        t.user_attrs["size_ratio"] for t in trials if t.user_attrs["accuracy_drop_pt"] <= 2.0
+    )
+    report = (tmp_path / "search.md").read_text()
+    assert outcome.best["recipe"] in report and "Best feasible trial and the fixed recipes" in report
+    assert f"{len(trials)} trials" in report
+    page = (tmp_path / "search.html").read_text()
+    assert "Pareto front (within budget)" in page and "trial 2: deep-compression (search: magnitude 0.90" in page
+
+
+def test_plans_are_checked_against_the_model():
+    with pytest.raises(cb.CompressbenchError, match=r"plans: unknown \['prune\+distill'\]"):
+        SearchSpace.for_model(trains=True, plans=["prune+distill"])
+    with pytest.raises(cb.CompressbenchError, match=r"plans: \['prune'\] need a torch model with a train split"):
+        SearchSpace.for_model(trains=False, plans=["quant", "prune"])
+    assert "deep-compression" in SearchSpace.for_model(trains=True, objective="size").plans
+    assert "deep-compression" not in SearchSpace.for_model(trains=True, objective="latency").plans

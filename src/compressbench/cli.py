@@ -200,6 +200,9 @@ def search_(
     sampler: Annotated[str, typer.Option(help="nsga2 (objective and accuracy) or tpe (objective alone)")] = "nsga2",
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL (default: sqlite in --out)")] = None,
     workers: Annotated[int, typer.Option(help="worker processes on this machine, sharing its cores")] = 1,
+    plans: Annotated[
+        str | None, typer.Option(help="only these plans, e.g. quant,prune+quant (default: every plan of the objective)")
+    ] = None,
 ) -> None:
     """Search recipes and their settings for the fastest (or smallest) model within the accuracy budget."""
     if sampler not in ("nsga2", "tpe"):
@@ -220,6 +223,7 @@ def search_(
         goal=goal_speedup if goal_speedup is not None else goal_size,
         sampler=sampler,
         storage=storage,
+        plans=[plan.strip() for plan in plans.split(",") if plan.strip()] if plans else None,
     )
     out.print(f"{outcome.trials} trials ({outcome.stopped}), {outcome.feasible} within the budget", highlight=False)
     if outcome.best:
@@ -231,6 +235,7 @@ def search_(
         )
     else:
         out.print("no trial stayed within the budget: keep the baseline", highlight=False)
+    out.print(f"report: {outcome.out / 'search.html'} and search.md", highlight=False)
 
 
 def _seconds(text: str) -> float:

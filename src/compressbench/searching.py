@@ -15,17 +15,20 @@ import multiprocessing
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from compressbench import progress
 from compressbench.cache import Cache, default_cache_dir
+from compressbench.data import DatasetConfig
 from compressbench.errors import CompressbenchError
 from compressbench.machine_lock import VARIABLE
 from compressbench.measure.compare import MeasureSettings
 from compressbench.measure.latency import LatencySettings
 from compressbench.models import ModelConfig, is_onnx_model
+from compressbench.reporting.search import write_search_report
 from compressbench.results import RunResult
 from compressbench.runner.job import make_job, run_job
 from compressbench.runtime import installed_runtimes
@@ -35,6 +38,13 @@ Objective = Literal["latency", "size"]
 STUDY_NAME = "search"
 STUDENT_WIDTHS = (0.25, 0.5, 0.75)
 CALIBRATIONS = ("minmax", "percentile")
+# Which layers an int8 step keeps in float: its own choice by measured speed within the budget ("auto"), none, or
+# the first and last weighted layers (where int8 costs most accuracy in most networks).
+FLOAT_LAYERS = ("auto", "none", "first+last")
+# Families in order. Deep compression (magnitude pruning -> weight sharing -> Huffman) shrinks the stored file, not
+# the float runtime's time: a plan of the size objective.
+LATENCY_PLANS = ("quant", "prune", "prune+quant", "distill", "distill+quant", "distill+prune+quant")
+SIZE_PLANS = (*LATENCY_PLANS, "deep-compression", "distill+deep-compression")
 
 
 @dataclass(frozen=True)
@@ -45,26 +55,49 @@ class SearchSpace:
     quantizers: tuple[str, ...]
 
     @classmethod
-    def for_model(cls, trains: bool, runtime: str = "auto") -> SearchSpace:
-        """Every plan for a model with torch code and train data; int8 alone for a graph or evaluation data. NNCF
-        when its OpenVINO output can be measured (runtime auto or openvino, and OpenVINO installed)."""
+    def for_model(
+        cls, trains: bool, runtime: str = "auto", objective: Objective = "latency", plans: Sequence[str] | None = None
+    ) -> SearchSpace:
+        """The plans of the objective (or those named) for a model with torch code and train data; int8 alone for a
+        graph or evaluation data. NNCF when its OpenVINO output can be measured (runtime auto or openvino, and
+        OpenVINO installed)."""
         nncf = runtime in ("auto", "openvino") and "openvino" in installed_runtimes()
         quantizers = ("quant.static", "quant.dynamic") + (("quant.nncf",) if nncf else ())
-        plans = ("quant", "prune", "prune+quant", "distill", "distill+quant", "distill+prune+quant")
-        return cls(plans if trains else ("quant",), quantizers)
+        if plans is None:
+            return cls((SIZE_PLANS if objective == "size" else LATENCY_PLANS) if trains else ("quant",), quantizers)
+        unknown = [plan for plan in plans if plan not in SIZE_PLANS]
+        if unknown or not plans:
+            raise CompressbenchError(f"plans: unknown {unknown or 'none given'}; choose from {', '.join(SIZE_PLANS)}")
+        if not trains and set(plans) != {"quant"}:
+            raise CompressbenchError(
+                f"plans: {[p for p in plans if p != 'quant']} need a torch model with a train split; "
+                "an ONNX graph or evaluation-only data takes 'quant' alone"
+            )
+        return cls(tuple(dict.fromkeys(plans)), quantizers)
 
-    def fixed(self) -> list[dict[str, Any]]:
-        """The default study's recipes for a model, as parameters of this space: the first trials of a search."""
-        fixed = [{"plan": "quant", "int8": q, **({"calibration": "minmax"} if q == "quant.static" else {})}
-                 for q in self.quantizers]  # fmt: skip
+    def fixed(self) -> dict[str, dict[str, Any]]:
+        """The default study's recipes for a model, by their study names, as parameters of this space: the first
+        trials of a search."""
+        static = {"int8": "quant.static", "calibration": "minmax", "float_layers": "auto"}
+        pruned = {"prune_ratio": 0.5, "fine_tune_epochs": 4, "prune_ratios": "uniform"}
+        fixed: dict[str, dict[str, Any]] = {}
+        if "quant" in self.plans:
+            fixed["quant.static"] = {"plan": "quant", **static}
+            fixed["quant.dynamic"] = {"plan": "quant", "int8": "quant.dynamic", "float_layers": "none"}
+            if "quant.nncf" in self.quantizers:
+                fixed["quant.nncf"] = {"plan": "quant", "int8": "quant.nncf"}
         if "prune" in self.plans:
-            fixed.append({"plan": "prune", "prune_ratio": 0.5, "fine_tune_epochs": 4})
-            fixed.append({"plan": "prune+quant", "prune_ratio": 0.5, "fine_tune_epochs": 4, "int8": "quant.static",
-                          "calibration": "minmax"})  # fmt: skip
+            fixed["prune.channels-50"] = {"plan": "prune", **pruned}
+        if "prune+quant" in self.plans:
+            fixed["prune+quant"] = {"plan": "prune+quant", **pruned, **static}
         if "distill" in self.plans:
-            fixed.append({"plan": "distill", "student_width": 0.5})
-            fixed.append({"plan": "distill+prune+quant", "student_width": 0.5, "prune_ratio": 0.25,
-                          "fine_tune_epochs": 4, "int8": "quant.static", "calibration": "minmax"})  # fmt: skip
+            fixed["distill.kd"] = {"plan": "distill", "student_width": 0.5}
+        if "distill+prune+quant" in self.plans:
+            fixed["distill+prune+quant"] = {"plan": "distill+prune+quant", "student_width": 0.5, **pruned,
+                                            "prune_ratio": 0.25, **static}  # fmt: skip
+        if "deep-compression" in self.plans:
+            fixed["deep-compression"] = {"plan": "deep-compression", "sparsity": 0.9, "fine_tune_epochs": 4,
+                                         "conv_bits": 8, "fc_bits": 5}  # fmt: skip
         return fixed
 
 
@@ -73,24 +106,40 @@ def suggest_recipe(trial: Any, space: SearchSpace) -> dict[str, Any]:
     plan = trial.suggest_categorical("plan", list(space.plans))
     steps: list[dict[str, Any]] = []
     parts = []
-    if "distill" in plan:
+    if plan.startswith("distill"):
         width = trial.suggest_categorical("student_width", list(STUDENT_WIDTHS))
-        steps.append({"technique": "distill.kd", "width": width})
+        # The trial is judged against the teacher: the student trained alone (distill.kd's control) is not needed.
+        steps.append({"technique": "distill.kd", "width": width, "control": False})
         parts.append(f"distill w{width:g}")
-    if "prune" in plan:
-        ratio = trial.suggest_float("prune_ratio", 0.2, 0.7, step=0.05)
+    if "prune" in plan.split("+"):
+        ratio = round(trial.suggest_float("prune_ratio", 0.2, 0.7, step=0.05), 2)
         epochs = trial.suggest_int("fine_tune_epochs", 1, 6)
-        steps.append({"technique": "prune.channels", "ratio": round(ratio, 2), "fine_tune_epochs": epochs})
-        parts.append(f"prune {ratio:.2f} ft{epochs}")
-    if "quant" in plan:
+        ratios = trial.suggest_categorical("prune_ratios", ["uniform", "sensitivity"])
+        steps.append({"technique": "prune.channels", "ratio": ratio, "ratios": ratios, "fine_tune_epochs": epochs})
+        parts.append(f"prune {ratio:.2f} {ratios} ft{epochs}")
+    if plan.endswith("deep-compression"):
+        sparsity = round(trial.suggest_float("sparsity", 0.5, 0.97, step=0.01), 2)
+        epochs = trial.suggest_int("fine_tune_epochs", 1, 6)
+        conv_bits, fc_bits = trial.suggest_int("conv_bits", 2, 8), trial.suggest_int("fc_bits", 2, 8)
+        # At least 2,000 optimiser steps, as the deep-compression recipe: fewer left small-data models far down.
+        steps.append({"technique": "prune.magnitude", "sparsity": sparsity, "schedule": "gradual",
+                      "fine_tune_epochs": epochs, "fine_tune_min_steps": 2000})  # fmt: skip
+        steps.append({"technique": "quant.weight_sharing", "conv_bits": conv_bits, "fc_bits": fc_bits})
+        steps.append({"technique": "encode.huffman"})
+        parts.append(f"magnitude {sparsity:.2f} ft{epochs} -> share conv {conv_bits} / fc {fc_bits} bits -> huffman")
+    if plan.endswith("quant"):
         quantizer = trial.suggest_categorical("int8", list(space.quantizers))
         step: dict[str, Any] = {"technique": quantizer}
+        label = quantizer.removeprefix("quant.")
         if quantizer == "quant.static":
             step["calibration"] = trial.suggest_categorical("calibration", list(CALIBRATIONS))
-            parts.append(f"static {step['calibration']}")
-        else:
-            parts.append(quantizer.removeprefix("quant."))
+            label += f" {step['calibration']}"
+        if quantizer in ("quant.static", "quant.dynamic"):
+            float_layers = trial.suggest_categorical("float_layers", list(FLOAT_LAYERS))
+            step["exclude"] = [] if float_layers == "none" else float_layers
+            label += f" float:{float_layers}"
         steps.append(step)
+        parts.append(label)
     return {"name": "search: " + " -> ".join(parts), "steps": steps}
 
 
@@ -104,8 +153,8 @@ class SearchOutcome:
 
 
 def search(
-    dataset: str,
-    model: str,
+    dataset: str | DatasetConfig,
+    model: str | ModelConfig,
     *,
     out: Path | str,
     weights: str | None = None,
@@ -116,25 +165,30 @@ def search(
     timeout_s: float | None = None,
     goal: float | None = None,
     sampler: Literal["nsga2", "tpe"] = "nsga2",
+    plans: Sequence[str] | None = None,
     storage: str | None = None,
     seed: int = 0,
     measure: MeasureSettings | None = None,
     cache: Cache | None = None,
 ) -> SearchOutcome:
     """Run (or resume) a search of `trials` trials in all in this process; stop early at `timeout_s` or when a
-    feasible trial reaches `goal` (a speed-up at `batch`, or a size ratio with objective size)."""
+    feasible trial reaches `goal` (a speed-up at `batch`, or a size ratio with objective size). `plans` narrows the
+    space to those families in order (default: every plan of the objective). Writes search.html and search.md."""
     optuna = _optuna()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{out / 'search.db'}"
     latency = LatencySettings().with_batch(batch)
     measure = measure or MeasureSettings(runtime="auto", target_batch=batch, latency=latency)
-    model_config = ModelConfig(name=model, weights=weights)
+    model_config = model if isinstance(model, ModelConfig) else ModelConfig(name=model, weights=weights)
     first = make_job(dataset, model_config, "none", seed=seed, measure=measure)  # refusals before any trial
-    space = SearchSpace.for_model(trains=not is_onnx_model(model), runtime=measure.runtime)
+    trains = not is_onnx_model(model_config.name)
+    space = SearchSpace.for_model(trains=trains, runtime=measure.runtime, objective=objective, plans=plans)
+    described = {"dataset": first.dataset.name, "model": model_config.name, "objective": objective, "batch": batch,
+                 "max_accuracy_drop": max_accuracy_drop, "runtime": measure.runtime}  # fmt: skip
     with open(out / "search.lock", "a+") as lock:  # one process at a time creates the schema and the first trials
         fcntl.flock(lock, fcntl.LOCK_EX)
-        study = _study(optuna, storage, sampler, objective, seed, space)
+        study = _study(optuna, storage, sampler, seed, space, described, population=max(4, min(50, trials // 4)))
     results = Store(out / "results.db")
     cache = cache or Cache(default_cache_dir())
     _result(first, results, cache)  # the baseline, measured once: every trial's figures are against it
@@ -144,6 +198,7 @@ def search(
         recipe = suggest_recipe(trial, space)
         job = make_job(first.dataset, model_config, recipe, seed=seed, measure=measure)
         trial.set_user_attr("recipe", recipe["name"])
+        trial.set_user_attr("steps", recipe["steps"])
         trial.set_user_attr("key", job.key())
         result = _result(job, results, cache)
         values = _values(result, objective, batch)
@@ -180,6 +235,7 @@ def search(
     best = _best(study, objective)
     feasible = [t for t in finished if _feasible(t)]
     stopped = study.user_attrs.get("stopped", f"--trials {trials} reached")
+    write_search_report(out, storage)
     return SearchOutcome(
         out=out,
         trials=len(finished),
@@ -227,9 +283,13 @@ def _optuna():
     return optuna
 
 
-def _study(optuna, storage: str, sampler: str, objective: str, seed: int, space: SearchSpace):
+def _study(
+    optuna, storage: str, sampler: str, seed: int, space: SearchSpace, described: dict[str, Any], population: int
+):
     """Create or load the Optuna study; a new one gets the fixed recipes enqueued as its first trials. A trial whose
-    process died (no heartbeat) is failed and queued again with the same parameters when the search resumes."""
+    process died (no heartbeat) is failed and queued again with the same parameters when the search resumes.
+    NSGA-II's generation is a quarter of the trials (at least 4, at most Optuna's 50): with its default of 50, a
+    40-trial search would never leave its random first generation."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable since 2.8
         # SQLite shared by several worker processes (and their heartbeat threads): wait for a lock, never fail on it.
@@ -243,7 +303,7 @@ def _study(optuna, storage: str, sampler: str, objective: str, seed: int, space:
         )
     # Constraints come from trial.set_constraint (the accuracy budget): both samplers prefer feasible trials.
     if sampler == "nsga2":
-        chosen = optuna.samplers.NSGAIISampler(seed=seed)
+        chosen = optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
         directions = ["minimize", "minimize"]
     else:
         chosen = optuna.samplers.TPESampler(seed=seed)
@@ -251,9 +311,10 @@ def _study(optuna, storage: str, sampler: str, objective: str, seed: int, space:
     study = optuna.create_study(storage=rdb, study_name=STUDY_NAME, sampler=chosen, directions=directions,
                                 load_if_exists=True)  # fmt: skip
     if not study.trials:
-        for params in space.fixed():
-            study.enqueue_trial(params, user_attrs={"fixed": True}, skip_if_exists=True)
-        study.set_user_attr("objective", objective)
+        for name, params in space.fixed().items():
+            study.enqueue_trial(params, user_attrs={"fixed": name}, skip_if_exists=True)
+        for name, value in described.items():
+            study.set_user_attr(name, value)
     return study
 
 

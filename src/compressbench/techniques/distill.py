@@ -46,6 +46,11 @@ class KDConfig(TechniqueConfig):
     depth: int | None = Field(None, ge=1, description="student depth (zoo students only); default: the teacher's")
     # A student trained from scratch needs more than the teacher's budget (benchmarks/README.md, "Distillation").
     epochs: int | None = Field(None, ge=1, description="student and control epochs; default: twice the teacher's")
+    control: bool = Field(
+        True,
+        description="also train the same student alone, to show what distillation added; false halves the time "
+        "where only the distilled student is wanted (a search, compressing a model)",
+    )
 
 
 def kd_loss(
@@ -136,11 +141,15 @@ class KnowledgeDistillation(Technique):
         }
 
         # The control: the same student, same initial weights, epochs, seed and optimiser, trained on labels alone.
-        control, control_meta = context.cache.model(
-            "students",
-            {**student_identity, "role": "alone"},
-            lambda: self.build_student(student_config, context),
-            lambda model: _fit(model, data, training, context.seed, None, f"{self.name} control (alone)"),
+        control, control_meta = (
+            context.cache.model(
+                "students",
+                {**student_identity, "role": "alone"},
+                lambda: self.build_student(student_config, context),
+                lambda model: _fit(model, data, training, context.seed, None, f"{self.name} control (alone)"),
+            )
+            if config.control or config.alpha == 0
+            else (None, None)
         )
 
         teacher_key = fingerprint_module(teacher)
@@ -187,13 +196,15 @@ class KnowledgeDistillation(Technique):
         if distilled_meta.get("cached") and config.alpha > 0:
             logits_source = "not needed (distilled student cached)"
 
-        if config.alpha > 0 and distilled_meta["val_accuracy"] < control_meta["val_accuracy"]:
+        helped = control_meta is None or distilled_meta["val_accuracy"] >= control_meta["val_accuracy"]
+        if config.alpha > 0 and not helped:
             flags.append(
                 f"{self.name}: distillation did not help: val accuracy {distilled_meta['val_accuracy']:.4f} distilled "
                 f"vs {control_meta['val_accuracy']:.4f} for the same student trained alone"
             )
         result = Candidate(module=distilled, records=[*candidate.records], flags=[*candidate.flags, *flags])
-        result.companions = {**candidate.companions, "control": Candidate(module=control)}
+        control_companion = {"control": Candidate(module=control)} if config.control else {}
+        result.companions = {**candidate.companions, **control_companion}
         result.records.append(
             {
                 "step": self.name,
@@ -206,7 +217,7 @@ class KnowledgeDistillation(Technique):
                 "epochs": training.epochs,
                 "teacher_logits": logits_source,
                 "distilled": _summary(distilled_meta),
-                "control": _summary(control_meta),
+                "control": _summary(control_meta) if config.control else None,
             }
         )
         return result

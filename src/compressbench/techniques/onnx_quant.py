@@ -105,8 +105,11 @@ def weighted_nodes(graph: onnx.ModelProto) -> list[str]:
     return [node.name for node in graph.graph.node if node.op_type in WEIGHTED_OPS]
 
 
-def resolve_exclude(step: str, graph: onnx.ModelProto, names: list[str]) -> list[str]:
-    """Node names for `exclude` entries given as node names or torch module paths; unknown ones are an error."""
+def resolve_exclude(step: str, graph: onnx.ModelProto, names: list[str] | str) -> list[str]:
+    """Node names for `exclude` entries given as node names or torch module paths, or "first+last" (the first and
+    last weighted layers, the two that int8 costs most accuracy in most networks); unknown ones are an error."""
+    if names == "first+last":
+        return first_and_last(graph)
     layers = weighted_nodes(graph)
     all_nodes = {node.name for node in graph.graph.node}
     resolved: list[str] = []

@@ -36,9 +36,10 @@ class DynamicQuantConfig(TechniqueConfig):
         default_factory=lambda: ["MatMul", "Gemm"],
         description="op types to quantize, or 'auto': try MatMul+Gemm and MatMul+Gemm+Conv, keep the fastest",
     )
-    exclude: Literal["auto"] | list[str] = Field(
+    exclude: Literal["auto", "first+last"] | list[str] = Field(
         default_factory=list,
-        description="layers kept in float (node names or torch module paths); 'auto' also tries first+last in float",
+        description="layers kept in float (node names or torch module paths, or 'first+last'); 'auto' also tries "
+        "first+last in float",
     )
     per_channel: bool = False
     weight_type: Literal["int8", "uint8"] = "int8"

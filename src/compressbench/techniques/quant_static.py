@@ -39,10 +39,10 @@ class StaticQuantConfig(TechniqueConfig):
     op_types: Literal["auto"] | list[str] = Field(
         "auto", description="op types to quantize (ONNX Runtime's QDQ names), or 'auto': try all / MatMul+Gemm only"
     )
-    exclude: Literal["auto"] | list[str] = Field(
+    exclude: Literal["auto", "first+last"] | list[str] = Field(
         "auto",
         description="layers kept in float: node names of the exported graph or torch module paths; "
-        "'auto' tries none and first+last",
+        "'first+last' the first and last weighted layers; 'auto' tries none and first+last",
     )
     per_channel: bool = True
     activation_type: Literal["uint8", "int8"] = "uint8"
