@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,openvino]'
+	$(BIN)/pip install --quiet -e '.[dev,openvino,ray]'
 	@$(MAKE) --no-print-directory data
 	@$(MAKE) --no-print-directory browser
 	touch $(STAMP)

@@ -185,7 +185,7 @@ def test_an_interrupted_compress_leaves_no_manifest_and_resumes(user, tmp_path, 
     monkeypatch.undo()
     runs = []
     run_job = job_module.run_job
-    monkeypatch.setattr("compressbench.deploy.run_job", lambda *a, **k: runs.append(1) or run_job(*a, **k))
+    monkeypatch.setattr("compressbench.runner.executors.run_job", lambda *a, **k: runs.append(1) or run_job(*a, **k))
     _compress(user, tmp_path / "out", "quant.dynamic", runtime="onnxruntime")
     assert runs == []  # both runs came from the interrupted attempt's store, with their artifacts
     assert (tmp_path / "out" / "manifest.json").is_file() and not (tmp_path / "out.partial").exists()
@@ -258,3 +258,19 @@ def test_an_onnx_model_is_quantized_as_given(user, user_onnx, tmp_path):
     assert static["runtime"] == "onnxruntime" and static["size_ratio"] > 1.5  # int8 weights, fp32 scales
     if outcome.chosen == "int8":
         assert manifest["artifact"]["inputs"]["inputs"][0]["name"] == "pixels"
+
+
+def test_recipes_search_runs_the_searchs_best_recipes_and_keeps_its_report(user, tmp_path, monkeypatch):
+    monkeypatch.setattr(job_module, "train", lambda *a, **k: pytest.fail("the user's model was trained"))
+    out = tmp_path / "out"
+    outcome = _compress(user, out, "search", data="test_only", runtime="onnxruntime", max_accuracy_drop=5.0,
+                        batch=32, search_trials=3)  # fmt: skip
+    manifest = outcome.manifest
+    searched = manifest["search"]
+    assert searched["trials"] == 3 and 1 <= len(searched["shortlist"]) <= 3  # evaluation data: int8 plans alone
+    assert all(name.startswith("search: ") for name in searched["shortlist"])
+    assert set(manifest["candidates"]) == {"none", *searched["shortlist"]}
+    assert outcome.chosen in (None, *searched["shortlist"])
+    assert {p.name for p in (out / "search").iterdir()} == {"search.html", "search.md", "search.db", "results.db"}
+    with pytest.raises(CompressbenchError, match="fine_tune_epochs: the search chooses"):
+        _compress(user, tmp_path / "again", "search", fine_tune_epochs=2)

@@ -208,9 +208,9 @@ def test_without_the_control_only_the_distilled_student_is_trained(digits_teache
     cache = Cache(tmp_path)
     alone = distill(context_for(data, teacher, cache), control=False)
     assert "control" not in alone.companions and alone.records[-1]["control"] is None
-    assert len(list(tmp_path.glob("students/*"))) == 1  # the distilled student only
+    assert len(list(tmp_path.glob("students/*.safetensors"))) == 1  # the distilled student only
     with_control = distill(context_for(data, teacher, cache))
-    assert "control" in with_control.companions and len(list(tmp_path.glob("students/*"))) == 2
+    assert "control" in with_control.companions and len(list(tmp_path.glob("students/*.safetensors"))) == 2
     # The same distilled student either way: the control changes what is shown, not what is trained.
     for a, b in zip(alone.module.state_dict().values(), with_control.module.state_dict().values(), strict=True):
         assert torch.equal(a, b)

@@ -52,6 +52,8 @@ _EXPORTS = {
     "build_model": "compressbench.models",
     "TrainConfig": "compressbench.training",
     "MeasureSettings": "compressbench.measure.compare",
+    "ExecutorSettings": "compressbench.runner.executors",
+    "StudySpec": "compressbench.runner.study",
     "LatencySettings": "compressbench.measure.latency",
     "Recipe": "compressbench.recipes",
     "load_recipe": "compressbench.recipes",

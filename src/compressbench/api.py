@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from compressbench.recipes import Recipe
     from compressbench.reporting import Recommendation
+    from compressbench.runner.executors import ExecutorSettings
     from compressbench.runner.study import StudySpec
     from compressbench.techniques import Technique
     from compressbench.techniques.sensitivity import SensitivityCurves
@@ -115,16 +116,20 @@ def load_study(path: Path | str) -> StudySpec:
 
 
 def run_study(
-    spec: StudySpec | Path | str, out: Path | str, cache: Cache | None = None, retrain_baselines: bool = False
+    spec: StudySpec | Path | str,
+    out: Path | str,
+    cache: Cache | None = None,
+    retrain_baselines: bool = False,
+    executor: ExecutorSettings | None = None,
 ) -> dict[str, int]:
     """Run a study file; every run lands in `out/results.db`; runs already stored are skipped. With
     `retrain_baselines` (or the study's own `retrain_baselines: true`), the baselines of the jobs that run are trained
-    afresh rather than taken from the cache or the shipped ones."""
+    afresh rather than taken from the cache or the shipped ones. `executor` runs the jobs on Ray instead of here."""
     from compressbench.runner.study import load_study as _load_study
     from compressbench.runner.study import run_study as _run_study
 
     spec = spec if not isinstance(spec, Path | str) else _load_study(spec)
-    return _run_study(spec, out, _cache(cache, retrain_baselines or spec.retrain_baselines))
+    return _run_study(spec, out, _cache(cache, retrain_baselines or spec.retrain_baselines), executor)
 
 
 def _database(out: Path | str) -> Path:

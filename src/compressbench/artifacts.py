@@ -27,6 +27,9 @@ class ArtifactKind:
     description: str  # as a sentence needs it: "a torch module"
     recognises: Callable[[Any], bool]
     serialise: Callable[[Any], bytes]  # the bytes of the file a deployer ships: what size is counted on
+    # For a kind that does not pickle (an OpenVINO model): to and from a picklable form, to travel between processes.
+    pack: Callable[[Any], Any] | None = None
+    unpack: Callable[[Any], Any] | None = None
 
 
 artifact_kinds: Registry[ArtifactKind] = Registry("artifact kind")
@@ -42,6 +45,24 @@ def kind_of(artifact: Any) -> ArtifactKind:
         if kind.recognises(artifact):
             return kind
     raise CompressbenchError(f"{type(artifact).__name__} is not a servable artifact (known: {artifact_kinds.names()})")
+
+
+@dataclass(frozen=True)
+class Packed:
+    """An artifact of a kind that does not pickle, in its kind's picklable form."""
+
+    kind: str
+    data: Any
+
+
+def pack(artifact: Any) -> Any:
+    """The artifact in a form that pickles (itself when it already does)."""
+    kind = kind_of(artifact)
+    return Packed(kind.name, kind.pack(artifact)) if kind.pack else artifact
+
+
+def unpack(value: Any) -> Any:
+    return artifact_kinds.get(value.kind).unpack(value.data) if isinstance(value, Packed) else value
 
 
 def is_onnx(artifact: Any) -> bool:
@@ -105,9 +126,12 @@ __all__ = [
     "TORCH",
     "ArtifactKind",
     "Candidate",
+    "Packed",
     "artifact_kinds",
     "describe_kind",
     "is_onnx",
     "kind_of",
+    "pack",
     "register_artifact_kind",
+    "unpack",
 ]

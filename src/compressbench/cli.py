@@ -132,6 +132,27 @@ class Objective(StrEnum):
     size = "size"
 
 
+# Where jobs run: the same options on study, search and compress.
+ExecutorOption = Annotated[str, typer.Option("--executor", help="local (this process), or ray")]
+AddressOption = Annotated[
+    str | None, typer.Option(help="ray: 'auto' (a running cluster) or ray://host:port; default: start one here")
+]
+RetriesOption = Annotated[int, typer.Option(help="ray: runs again of a task whose worker process died")]
+MeasureOnOption = Annotated[
+    str | None, typer.Option(help="ray: time only on nodes advertising this custom resource (ray start --resources)")
+]
+CpusOption = Annotated[int, typer.Option(help="ray: CPUs and torch threads of each job's compress phase")]
+
+
+def _executor(kind: str, address: str | None, max_retries: int, measure_on: str | None, cpus: int):
+    if kind not in ("local", "ray"):
+        raise CompressbenchError(f"--executor: {kind!r} is not local or ray")
+    if kind == "local" and (address or measure_on):
+        raise CompressbenchError("--address and --measure-on: only with --executor ray")
+    return cb.ExecutorSettings(kind=kind, address=address, max_retries=max_retries, measure_on=measure_on,
+                               cpus_per_job=cpus)  # fmt: skip
+
+
 @app.command("compress")
 @friendly
 def compress_(
@@ -141,7 +162,9 @@ def compress_(
     weights: Annotated[
         Path | None, typer.Option(help="the factory's trained weights: .safetensors or a torch state dict")
     ] = None,
-    recipes: Annotated[str, typer.Option(help="auto, R1,R2,... (names), or a YAML file with a recipes: list")] = "auto",
+    recipes: Annotated[
+        str, typer.Option(help="auto, R1,R2,... (names), a YAML file with a recipes: list, or search (Optuna)")
+    ] = "auto",
     max_accuracy_drop: Annotated[float, typer.Option(help="accuracy budget in points")] = 1.0,
     objective: Annotated[Objective, typer.Option(help="what the winner minimises")] = Objective.latency,
     batch: Annotated[int, typer.Option(help="the batch size your service runs: decides latency and runtime")] = 1,
@@ -151,6 +174,13 @@ def compress_(
     ] = None,
     threads: Annotated[int, typer.Option(help="runtime intra-op threads for latency")] = 1,
     seed: Annotated[int, typer.Option(help="seed of the held-out split and fine-tuning")] = 0,
+    search_trials: Annotated[int, typer.Option(help="with --recipes search: trials in all")] = 20,
+    search_timeout: Annotated[str | None, typer.Option(help="with --recipes search: stop after 90s, 30m, 2h")] = None,
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
+    max_retries: RetriesOption = 2,
+    measure_on: MeasureOnOption = None,
+    cpus_per_job: CpusOption = 1,
 ) -> None:
     """Compress your trained model: try the recipes, hand back the winner with its manifest and reports."""
     outcome = cb.compress_model(
@@ -166,6 +196,9 @@ def compress_(
         fine_tune_epochs=fine_tune_epochs,
         seed=seed,
         latency=cb.LatencySettings(threads=threads),
+        search_trials=search_trials,
+        search_timeout_s=_seconds(search_timeout, "--search-timeout") if search_timeout else None,
+        executor=_executor(executor, address, max_retries, measure_on, cpus_per_job),
     )
     manifest = outcome.manifest
     choice = manifest["choice"]
@@ -181,6 +214,9 @@ def compress_(
         out.print(f"[yellow]failed:[/yellow] {name}: {failure}", highlight=False, soft_wrap=True)
     files = ", ".join(manifest["artifact"]["files"])
     out.print(f"wrote {outcome.out}: {files}, manifest.json, report.html, report.md, results.db", highlight=False)
+    if searched := manifest.get("search"):
+        out.print(f"search: {searched['trials']} trials ({searched['stopped']}), {searched['within_budget']} within "
+                  f"the budget; its report: {outcome.out / searched['report']}", highlight=False)  # fmt: skip
 
 
 @app.command("search")
@@ -203,6 +239,11 @@ def search_(
     plans: Annotated[
         str | None, typer.Option(help="only these plans, e.g. quant,prune+quant (default: every plan of the objective)")
     ] = None,
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
+    max_retries: RetriesOption = 2,
+    measure_on: MeasureOnOption = None,
+    cpus_per_job: CpusOption = 1,
 ) -> None:
     """Search recipes and their settings for the fastest (or smallest) model within the accuracy budget."""
     if sampler not in ("nsga2", "tpe"):
@@ -219,11 +260,12 @@ def search_(
         objective=objective.value,
         batch=batch,
         trials=trials,
-        timeout_s=_seconds(timeout) if timeout else None,
+        timeout_s=_seconds(timeout, "--timeout") if timeout else None,
         goal=goal_speedup if goal_speedup is not None else goal_size,
         sampler=sampler,
         storage=storage,
         plans=[plan.strip() for plan in plans.split(",") if plan.strip()] if plans else None,
+        executor=_executor(executor, address, max_retries, measure_on, cpus_per_job),
     )
     out.print(f"{outcome.trials} trials ({outcome.stopped}), {outcome.feasible} within the budget", highlight=False)
     if outcome.best:
@@ -238,12 +280,12 @@ def search_(
     out.print(f"report: {outcome.out / 'search.html'} and search.md", highlight=False)
 
 
-def _seconds(text: str) -> float:
+def _seconds(text: str, option: str) -> float:
     units = {"s": 1, "m": 60, "h": 3600}
     try:
         return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
     except ValueError:
-        raise CompressbenchError(f"--timeout: {text!r} is not a duration like 90s, 30m or 2h") from None
+        raise CompressbenchError(f"{option}: {text!r} is not a duration like 90s, 30m or 2h") from None
 
 
 @app.command("verify")
@@ -325,11 +367,17 @@ def study(
     retrain_baselines: Annotated[
         bool, typer.Option(help="train baselines afresh, not from the cache or the shipped ones")
     ] = False,
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
+    max_retries: RetriesOption = 2,
+    measure_on: MeasureOnOption = None,
+    cpus_per_job: CpusOption = 1,
 ) -> None:
     """Run every job of a study; stored runs are skipped, so re-running resumes."""
     parsed = cb.load_study(spec)
     folder = out_dir or Path("runs") / parsed.name
-    counts = cb.run_study(parsed, folder, retrain_baselines=retrain_baselines)
+    settings = _executor(executor, address, max_retries, measure_on, cpus_per_job)
+    counts = cb.run_study(parsed, folder, retrain_baselines=retrain_baselines, executor=settings)
     out.print(
         f"study {parsed.name}: {counts['planned']} jobs, {counts['stored_before']} already stored, "
         f"{counts['ok']} ran, {counts['failed']} failed -> {folder / 'results.db'}",

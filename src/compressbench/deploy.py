@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,8 +33,10 @@ from compressbench.models import ModelConfig, is_onnx_model, register_instance
 from compressbench.recipes import load_recipe
 from compressbench.reporting.recommend import recommend
 from compressbench.reporting.summary import summarise_runs
-from compressbench.runner.job import JobConfig, check_train_split, make_job, run_job
+from compressbench.runner.executors import ExecutorSettings, JobOutcome, run_jobs
+from compressbench.runner.job import JobConfig, check_train_split, make_job
 from compressbench.runtime import installed_runtimes
+from compressbench.searching import LATENCY_PLANS, SIZE_PLANS, search
 from compressbench.store import Store
 from compressbench.weights import file_sha256
 
@@ -81,13 +82,19 @@ def compress_model(
     seed: int = 0,
     latency: LatencySettings | None = None,
     cache: Cache | None = None,
+    search_trials: int = 20,
+    search_timeout_s: float | None = None,
+    executor: ExecutorSettings | None = None,
 ) -> CompressOutcome:
     """Try the recipes on the user's trained model and write the winner to `out` (see the module docstring).
 
     `model` is a factory reference (`file.py:build`, with `weights`), an ONNX file (graph techniques only), or a
     module whose weights are loaded; `data` a
     loader reference returning the inputs exactly as the model takes them (x_test / y_test; x_train / y_train to
-    fine-tune). `recipes` is "auto", a list of recipe names / dicts, or a YAML file with a `recipes:` list.
+    fine-tune). `recipes` is "auto", a list of recipe names / dicts, a YAML file with a `recipes:` list, or
+    "search": an Optuna search of `search_trials` trials (or `search_timeout_s`) over the plans this input allows,
+    whose three best feasible recipes are then run as the shortlist (their trained prefixes come from the cache).
+    `executor` runs the jobs (and the search's trials) on Ray instead of here.
     """
     out = Path(out)
     if out.exists():
@@ -103,19 +110,35 @@ def compress_model(
     )
     trainable = len(bundle.train) > 0 and not is_onnx_model(model_config.name)
     distillable = instance is None and not is_onnx_model(model_config.name)
-    shortlist = _shortlist(recipes, has_train=trainable, distillable=distillable)
-    shortlist = [_with_fine_tune_epochs(recipe, fine_tune_epochs) for recipe in shortlist]
+    cache = cache or Cache(default_cache_dir())
+    searched = None
+    if recipes == "search":
+        if fine_tune_epochs is not None:
+            raise CompressbenchError("fine_tune_epochs: the search chooses fine-tuning epochs; drop it with 'search'")
+        searched = search(dataset, model_config, out=work / "search", max_accuracy_drop=max_accuracy_drop,
+                          objective=objective, batch=batch, trials=search_trials, timeout_s=search_timeout_s,
+                          plans=_search_plans(objective, trainable, distillable), seed=seed, measure=measure,
+                          cache=cache, executor=executor)  # fmt: skip
+        shortlist = [BASELINE, *({"name": t["recipe"], "steps": t["steps"]} for t in searched.leaders)]
+    else:
+        shortlist = _shortlist(recipes, has_train=trainable, distillable=distillable)
+        shortlist = [_with_fine_tune_epochs(recipe, fine_tune_epochs) for recipe in shortlist]
     jobs = [make_job(dataset, model_config, recipe, seed=seed, measure=measure) for recipe in shortlist]
     for job in jobs:  # every refusal before anything runs
         check_train_split(load_recipe(job.recipe), bundle)
     store = Store(work / "results.db")
-    cache = cache or Cache(default_cache_dir())
     started = time.perf_counter()
+    todo = [job for job in jobs if not _stored(job, store, work)]
     with progress.bar("compress", len(jobs)) as bar:
-        for job in jobs:
-            _run(job, store, cache, work)
+        if bar is not None:
+            bar.update(bar.task_ids[0], advance=len(jobs) - len(todo))
+
+        def stored(outcome: JobOutcome) -> None:
+            _store(outcome, store, work)
             if bar is not None:
                 bar.update(bar.task_ids[0], advance=1)
+
+        run_jobs(todo, cache, stored, executor, keep_artifacts=True)
     runs = [run for run in store.runs() if run.key in {job.key() for job in jobs}]
     failed = {run.recipe: (run.error or "").splitlines()[0] for run in runs if run.status == "failed"}
     answer = recommend(summarise_runs(runs), max_accuracy_drop, objective, batch)
@@ -134,6 +157,10 @@ def compress_model(
         bundle_notes=bundle.notes,
         seconds=time.perf_counter() - started,
     )
+    if searched is not None:
+        manifest["search"] = {"trials": searched.trials, "within_budget": searched.feasible,
+                              "stopped": searched.stopped, "shortlist": [t["recipe"] for t in searched.leaders],
+                              "report": "search/search.html"}  # fmt: skip
     return CompressOutcome(_finish(work, out, winner, manifest), manifest)
 
 
@@ -191,6 +218,15 @@ def _shortlist(recipes: str | list, *, has_train: bool, distillable: bool) -> li
     return chosen if BASELINE in names else [BASELINE, *chosen]
 
 
+def _search_plans(objective: str, trainable: bool, distillable: bool) -> list[str]:
+    """The plans a search may draw for this input: int8 alone without a train split or torch code, no
+    distillation without a factory to build a narrower student."""
+    if not trainable:
+        return ["quant"]
+    plans = SIZE_PLANS if objective == "size" else LATENCY_PLANS
+    return [plan for plan in plans if distillable or not plan.startswith("distill")]
+
+
 def _with_fine_tune_epochs(recipe: str | dict, epochs: int | None) -> str | dict:
     """The recipe with `--fine-tune-epochs` set on every step that fine-tunes (a student's epochs too)."""
     if epochs is None:
@@ -207,25 +243,28 @@ def _with_fine_tune_epochs(recipe: str | dict, epochs: int | None) -> str | dict
     return {**canonical, "steps": [{k: v for k, v in step.items() if k != "family"} for step in steps]}
 
 
-def _run(job: JobConfig, store: Store, cache: Cache, work: Path) -> None:
-    """Run one job unless it is stored with its artifact; a failure is stored and the others go on."""
-    key = job.key()
-    folder = work / "artifacts" / key
-    stored = store.get(key)
-    if stored is not None and (stored.status == "failed" or (folder / "artifact.json").is_file()):
-        return
-    label = job.recipe["name"]
-    chosen: dict[str, Any] = {}
-    try:
-        result = run_job(job, cache, chosen_artifacts=chosen)
-    except Exception as error:  # a technique that cannot handle this model is an answer too; the others go on
+def _stored(job: JobConfig, store: Store, work: Path) -> bool:
+    """Whether the job is stored with its artifact (or stored as failed): a re-run does not run it again."""
+    stored = store.get(job.key())
+    return stored is not None and (
+        stored.status == "failed" or (work / "artifacts" / job.key() / "artifact.json").is_file()
+    )
+
+
+def _store(outcome: JobOutcome, store: Store, work: Path) -> None:
+    """Store one job's outcome with the artifact it served; a failure is stored and the others go on, except the
+    baseline's: the user's model itself cannot be measured, so nothing else can be judged."""
+    job, result = outcome.job, outcome.result
+    key, label = job.key(), job.recipe["name"]
+    if result is None:
         if label == BASELINE:
-            raise  # the user's model itself cannot be measured: nothing else can be judged
-        store.put(key, job.identity(), error=f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=5)}")
-        progress.log(f"[red]failed[/red] {label}: {type(error).__name__}: {error}")
+            raise outcome.exception or CompressbenchError(f"your model could not be measured: {outcome.error}")
+        store.put(key, job.identity(), error=outcome.error)
+        progress.log(f"[red]failed[/red] {label}: {(outcome.error or '').splitlines()[0]}")
         return
-    artifact = chosen["candidate"]
-    _write_artifact(served_for_openvino(artifact) if result.runtime == "openvino" else artifact, folder)
+    artifact = outcome.artifacts["candidate"]
+    _write_artifact(served_for_openvino(artifact) if result.runtime == "openvino" else artifact,
+                    work / "artifacts" / key)  # fmt: skip
     store.put(key, job.identity(), result=result)
     speed = " ".join(f"b{b} {s:.2f}x" for b, s in result.speedup.items())
     progress.log(
@@ -350,6 +389,12 @@ def _finish(work: Path, out: Path, winner, manifest: dict[str, Any]) -> Path:
     for name in ("report.html", "report.md"):
         shutil.copy2(work / name, staging / name)
     _copy_database(work / "results.db", staging / "results.db")
+    if (work / "search").is_dir():  # compress --recipes search: the search's own report and trials beside
+        (staging / "search").mkdir()
+        for name in ("search.html", "search.md"):
+            shutil.copy2(work / "search" / name, staging / "search" / name)
+        for name in ("search.db", "results.db"):
+            _copy_database(work / "search" / name, staging / "search" / name)
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
     staging.rename(out)
     shutil.rmtree(work, ignore_errors=True)

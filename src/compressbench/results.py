@@ -59,6 +59,8 @@ class RunResult(BaseModel):
     data: dict[str, Any] = {}  # how the inputs were prepared (normalisation) and the size of each split
     measurement: dict[str, Any] = {}
     environment: dict[str, Any] = {}
+    # Wall seconds of the job's two phases where they ran: "compress" (baseline, steps) and "measure".
+    phase_seconds: dict[str, float] = {}
     control: Metrics | None = None  # distillation: the same student trained alone
     stages: list[RunResult] | None = None  # measure_every_step: the figures after each step
 

@@ -16,7 +16,7 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +30,8 @@ from compressbench.measure.latency import LatencySettings
 from compressbench.models import ModelConfig, is_onnx_model
 from compressbench.reporting.search import write_search_report
 from compressbench.results import RunResult
-from compressbench.runner.job import make_job, run_job
+from compressbench.runner.executors import ExecutorSettings, RayJobs
+from compressbench.runner.job import JobConfig, make_job, run_job
 from compressbench.runtime import installed_runtimes
 from compressbench.store import Store
 
@@ -148,8 +149,9 @@ class SearchOutcome:
     out: Path
     trials: int
     feasible: int
-    best: dict[str, Any] | None  # recipe, speed-up, size ratio, drop of the best feasible trial
+    best: dict[str, Any] | None  # recipe, steps, speed-up, size ratio, drop of the best feasible trial
     stopped: str  # why the search ended
+    leaders: list[dict[str, Any]] = field(default_factory=list)  # the best feasible trials, best first (at most 3)
 
 
 def search(
@@ -170,11 +172,14 @@ def search(
     seed: int = 0,
     measure: MeasureSettings | None = None,
     cache: Cache | None = None,
+    executor: ExecutorSettings | None = None,
 ) -> SearchOutcome:
     """Run (or resume) a search of `trials` trials in all in this process; stop early at `timeout_s` or when a
     feasible trial reaches `goal` (a speed-up at `batch`, or a size ratio with objective size). `plans` narrows the
-    space to those families in order (default: every plan of the objective). Writes search.html and search.md."""
+    space to those families in order (default: every plan of the objective). `executor` runs the trials on Ray, as
+    many at once as the cluster has room for. Writes search.html and search.md."""
     optuna = _optuna()
+    on_ray = executor if executor is not None and executor.kind == "ray" else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{out / 'search.db'}"
@@ -188,19 +193,23 @@ def search(
                  "max_accuracy_drop": max_accuracy_drop, "runtime": measure.runtime}  # fmt: skip
     with open(out / "search.lock", "a+") as lock:  # one process at a time creates the schema and the first trials
         fcntl.flock(lock, fcntl.LOCK_EX)
-        study = _study(optuna, storage, sampler, seed, space, described, population=max(4, min(50, trials // 4)))
+        study = _study(optuna, storage, sampler, seed, space, described, population=max(4, min(50, trials // 4)),
+                       heartbeat=on_ray is None)  # fmt: skip
     results = Store(out / "results.db")
     cache = cache or Cache(default_cache_dir())
-    _result(first, results, cache)  # the baseline, measured once: every trial's figures are against it
+    if on_ray is None:
+        _result(first, results, cache)  # the baseline's own run, stored beside the trials (each measures it too)
     started = time.monotonic()
 
-    def objective_fn(trial: Any) -> tuple[float, ...] | float:
+    def trial_job(trial: Any) -> JobConfig:
         recipe = suggest_recipe(trial, space)
         job = make_job(first.dataset, model_config, recipe, seed=seed, measure=measure)
         trial.set_user_attr("recipe", recipe["name"])
         trial.set_user_attr("steps", recipe["steps"])
         trial.set_user_attr("key", job.key())
-        result = _result(job, results, cache)
+        return job
+
+    def record(trial: Any, result: RunResult) -> tuple[float, ...] | float:
         values = _values(result, objective, batch)
         trial.set_user_attr("accuracy_drop_pt", result.accuracy_drop_pt)
         trial.set_user_attr("speedup", result.speedup.get(str(batch)))
@@ -209,10 +218,13 @@ def search(
         trial.set_constraint("accuracy_drop_over_budget", result.accuracy_drop_pt - max_accuracy_drop)
         return values if sampler == "nsga2" else values[0]
 
-    def report(study: Any, trial: Any) -> None:
+    def finished_one(study: Any, trial: Any) -> bool:
+        """Print the trial's line; whether the search should stop."""
         best = _best(study, objective)
         done = len(_finished(study))
-        line = f"trial {trial.number} ({done}/{trials}): {trial.user_attrs.get('recipe', '?')}: {trial.state.name}"
+        fixed = f"fixed {trial.user_attrs['fixed']}: " if trial.user_attrs.get("fixed") else ""
+        line = f"trial {trial.number} ({done}/{trials}): {fixed}{trial.user_attrs.get('recipe', '?')}: "
+        line += trial.state.name
         if "speedup" in trial.user_attrs:
             line += (f", drop {trial.user_attrs['accuracy_drop_pt']:+.2f} pt, {trial.user_attrs['speedup']:.2f}x at "
                      f"batch {batch}, {trial.user_attrs['size_ratio']:.1f}x smaller")  # fmt: skip
@@ -220,28 +232,39 @@ def search(
         progress.log(line)
         if goal is not None and best is not None and _figure(best, objective) >= goal:
             study.set_user_attr("stopped", f"goal {goal:g}x reached by trial {best.number}")
-            study.stop()
-        if done >= trials:
-            study.stop()
+            return True
         if timeout_s is not None and time.monotonic() - started >= timeout_s:
             study.set_user_attr("stopped", f"timeout after {timeout_s:g} s")
-            study.stop()
+            return True
+        return done >= trials
 
     remaining = trials - len(_finished(study))
     if remaining > 0 and "stopped" not in study.user_attrs:
-        study.optimize(objective_fn, n_trials=remaining, callbacks=[report], catch=(CompressbenchError,),
-                       gc_after_trial=True)  # fmt: skip
+        if on_ray is not None:
+            _optimize_on_ray(study, remaining, first, trial_job, record, finished_one, results, cache, on_ray)
+        else:
+
+            def objective_fn(trial: Any) -> tuple[float, ...] | float:
+                return record(trial, _result(trial_job(trial), results, cache))
+
+            def callback(study: Any, trial: Any) -> None:
+                if finished_one(study, trial):
+                    study.stop()
+
+            study.optimize(objective_fn, n_trials=remaining, callbacks=[callback], catch=(CompressbenchError,),
+                           gc_after_trial=True)  # fmt: skip
     finished = _finished(study)
-    best = _best(study, objective)
-    feasible = [t for t in finished if _feasible(t)]
+    feasible = sorted((t for t in finished if _feasible(t)), key=lambda t: -_figure(t, objective))
+    leaders = [{"trial": t.number, **t.user_attrs} for t in feasible[:3]]
     stopped = study.user_attrs.get("stopped", f"--trials {trials} reached")
     write_search_report(out, storage)
     return SearchOutcome(
         out=out,
         trials=len(finished),
         feasible=len(feasible),
-        best=None if best is None else {"trial": best.number, **best.user_attrs},
+        best=leaders[0] if leaders else None,
         stopped=stopped,
+        leaders=leaders,
     )
 
 
@@ -251,6 +274,8 @@ def search_workers(workers: int, **options: Any) -> SearchOutcome:
     trainings run side by side, but no timing overlaps another worker's training or timing."""
     if workers <= 1:
         return search(**options)
+    if (executor := options.get("executor")) is not None and executor.kind == "ray":
+        raise CompressbenchError("--workers: with --executor ray the cluster runs the trials; drop --workers")
     out = Path(options["out"])
     out.mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // workers)
@@ -264,6 +289,62 @@ def search_workers(workers: int, **options: Any) -> SearchOutcome:
     if failed := [p.exitcode for p in processes if p.exitcode != 0]:
         raise CompressbenchError(f"search: {len(failed)} of {workers} workers failed (exit codes {failed})")
     return search(**options)  # every trial is done: this only reads the outcome
+
+
+def _optimize_on_ray(study, remaining: int, first: JobConfig, trial_job, record, finished_one, results: Store,
+                     cache: Cache, executor: ExecutorSettings) -> None:  # fmt: skip
+    """Optuna's ask / tell with as many trials in flight as the cluster runs compress phases at once. This process
+    is the only one asking, telling and storing; a trial left running by an earlier driver that died is failed and
+    asked again with the same parameters."""
+    import optuna
+
+    state = optuna.trial.TrialState
+    for abandoned in study.get_trials(deepcopy=False, states=(state.RUNNING,)):
+        study.tell(abandoned.number, state=state.FAIL)
+        study.enqueue_trial(
+            abandoned.params, user_attrs={k: v for k, v in abandoned.user_attrs.items() if k == "fixed"}
+        )
+    cluster = RayJobs(cache, executor)
+    running: dict[str, list[Any]] = {}  # job key -> its trials (two trials may draw the same recipe)
+    asked, stop = 0, False
+    try:
+        if not results.has(first.key()):  # the baseline's own run, on the cluster like the trials
+            running[first.key()] = []
+            cluster.submit(first)
+        while True:
+            while not stop and asked < remaining and len(running) < cluster.slots:
+                trial, asked = study.ask(), asked + 1
+                try:
+                    job = trial_job(trial)
+                except CompressbenchError as error:
+                    trial.set_user_attr("error", str(error))
+                    stop = finished_one(study, study.tell(trial, state=state.FAIL))
+                    continue
+                stored = results.get(job.key())
+                if stored is not None and stored.status == "ok" and stored.result is not None:
+                    stop = finished_one(study, study.tell(trial, record(trial, stored.result)))
+                elif job.key() in running:
+                    running[job.key()].append(trial)
+                else:
+                    running[job.key()] = [trial]
+                    cluster.submit(job)
+            if not running:
+                return
+            outcome = cluster.next()
+            if outcome.result is not None:
+                results.put(outcome.job.key(), outcome.job.identity(), result=outcome.result)
+            for trial in running.pop(outcome.job.key()):
+                if outcome.result is None:
+                    trial.set_user_attr("error", (outcome.error or "").splitlines()[0])
+                    told = study.tell(trial, state=state.FAIL)
+                else:
+                    told = study.tell(trial, record(trial, outcome.result))
+                stop = finished_one(study, told) or stop
+    except KeyboardInterrupt:
+        cluster.cancel()
+        raise
+    finally:
+        cluster.close()
 
 
 def _worker(options: dict[str, Any], lock: str, threads: int) -> None:
@@ -284,7 +365,14 @@ def _optuna():
 
 
 def _study(
-    optuna, storage: str, sampler: str, seed: int, space: SearchSpace, described: dict[str, Any], population: int
+    optuna,
+    storage: str,
+    sampler: str,
+    seed: int,
+    space: SearchSpace,
+    described: dict[str, Any],
+    population: int,
+    heartbeat: bool = True,
 ):
     """Create or load the Optuna study; a new one gets the fixed recipes enqueued as its first trials. A trial whose
     process died (no heartbeat) is failed and queued again with the same parameters when the search resumes.
@@ -297,9 +385,15 @@ def _study(
         rdb = optuna.storages.RDBStorage(
             storage,
             engine_kwargs=engine,
-            heartbeat_interval=int(os.environ.get("COMPRESSBENCH_SEARCH_HEARTBEAT", "30")),
-            grace_period=int(os.environ.get("COMPRESSBENCH_SEARCH_GRACE", "120")),
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+            **(
+                {
+                    "heartbeat_interval": int(os.environ.get("COMPRESSBENCH_SEARCH_HEARTBEAT", "30")),
+                    "grace_period": int(os.environ.get("COMPRESSBENCH_SEARCH_GRACE", "120")),
+                    "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+                }
+                if heartbeat  # ask / tell on Ray: one driver, which re-asks the trials a dead driver left running
+                else {}
+            ),
         )
     # Constraints come from trial.set_constraint (the accuracy budget): both samplers prefer feasible trials.
     if sampler == "nsga2":

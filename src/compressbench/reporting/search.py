@@ -156,9 +156,12 @@ def _importances(study: Any, trials: list[Any], objective: str) -> Table:
             ("accuracy drop", lambda t: t.user_attrs["accuracy_drop_pt"]),
         ):
             evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-            figures[target_name] = optuna.importance.get_param_importances(
-                study, evaluator=evaluator, params=params, target=target
-            )
+            try:
+                figures[target_name] = optuna.importance.get_param_importances(
+                    study, evaluator=evaluator, params=params, target=target
+                )
+            except RuntimeError:  # every trial of the plan gave the same figure: no parameter mattered
+                figures[target_name] = dict.fromkeys(params, 0.0)
         for param in params:
             rows.append([plan, param, *(f"{figures[name].get(param, 0.0):.2f}" for name in figures)])
     return ["plan", "parameter", f"importance for {objective}", "importance for accuracy drop"], rows

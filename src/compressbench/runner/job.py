@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import onnx
@@ -10,12 +14,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from compressbench.artifacts import TORCH
+from compressbench.artifacts import TORCH, pack, unpack
 from compressbench.cache import Cache, shipped_accuracies
 from compressbench.data import DataBundle, DatasetConfig, load_dataset
 from compressbench.errors import CompressbenchError
 from compressbench.hashing import config_hash
 from compressbench.imports import is_user_reference, reference_fingerprint
+from compressbench.machine_lock import timing_slot, training_slot
 from compressbench.measure.accuracy import collapse_flag
 from compressbench.measure.compare import MeasureSettings, measure_candidates, measured_runtimes, verified_export
 from compressbench.measure.environment import environment
@@ -189,6 +194,29 @@ def trained_baseline(job: JobConfig, data: DataBundle, cache: Cache):
     return cache.model("baselines", identity, lambda: build_model(job.model, data.spec, seed=job.seed), fit)
 
 
+@dataclass
+class Prepared:
+    """A job's compress phase done: the baseline and the candidate its measure phase times. It pickles (an OpenVINO
+    model travels as its IR), so the measure phase may run in another process or on another node."""
+
+    baseline: nn.Module | onnx.ModelProto
+    baseline_meta: dict[str, Any]
+    candidate: Candidate
+    seconds: float = 0.0  # the compress phase's wall time
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "candidate": _portable(self.candidate, pack)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({**state, "candidate": _portable(state["candidate"], unpack)})
+
+
+def _portable(candidate: Candidate, convert) -> Candidate:
+    companions = {name: _portable(companion, convert) for name, companion in candidate.companions.items()}
+    artifact = None if candidate.artifact is None else convert(candidate.artifact)
+    return dataclasses.replace(candidate, artifact=artifact, companions=companions)
+
+
 def run_job(
     job: JobConfig, cache: Cache, measure_every_step: bool = False, chosen_artifacts: dict[str, Any] | None = None
 ) -> RunResult:
@@ -199,10 +227,31 @@ def run_job(
     run of its steps. `chosen_artifacts` receives what each measured model's chosen runtime served ("candidate",
     "baseline", ...), the artifact a deployer would ship.
     """
+    stages: list[RunResult] = []
+    steps = len(job.recipe["steps"])
+
+    def measure_stage(number: int, prepared: Prepared) -> None:
+        if number < steps:
+            stages.append(measure_phase(job, prepared))
+
+    prepared = compress_phase(job, cache, after_step=measure_stage if measure_every_step else None)
+    result = measure_phase(job, prepared, chosen_artifacts)
+    if measure_every_step:
+        result.stages = [*stages, result.model_copy()]
+    return result
+
+
+def compress_phase(job: JobConfig, cache: Cache, after_step: Callable[[int, Prepared], None] | None = None) -> Prepared:
+    """Train (or load) the baseline and apply the recipe's steps: everything but the measurement. Each step holds
+    the machine's work slot (`compressbench.machine_lock`), so no timing of another worker runs beside it.
+    `after_step(number, prepared)` is called after each step; with it, no prefix is taken from the cache (every
+    step runs here)."""
+    started = time.perf_counter()
     data = load_dataset(job.dataset, job.seed)
     recipe = load_recipe(job.recipe)
     check_train_split(recipe, data)
-    baseline, baseline_meta = trained_baseline(job, data, cache)
+    with training_slot():
+        baseline, baseline_meta = trained_baseline(job, data, cache)
     graph_only = isinstance(baseline, onnx.ModelProto)  # a user's ONNX model: graph techniques only
     if job.measure.runtime != "torch" and not graph_only:
         verified_export(baseline, data, job.measure)  # an export that is not the model is refused before any step
@@ -224,35 +273,41 @@ def run_job(
         return prefix_key(job.identity(), job.recipe["steps"][:number], digest)
 
     # The longest prefix of this recipe an earlier job computed (never when every step is to be measured).
-    for number in range(len(recipe.steps) - 1, 0, -1) if not (measure_every_step or graph_only) else ():
+    for number in range(len(recipe.steps) - 1, 0, -1) if not (after_step or graph_only) else ():
         if (cached := load_prefix(cache.root, key_after(number), baseline, check_inputs)) is not None:
             candidate, done = cached, number
             names = " -> ".join(step.technique.name for step in recipe.steps[:number])
             log(f"[dim]steps 1-{number} ({names}): from the prefix cache[/dim]")
             break
 
-    def measured_now() -> RunResult:
-        measured = {"baseline": starting_candidate(baseline, copy_module=False), "candidate": candidate,
-                    **candidate.companions}  # fmt: skip
-        metrics = measure_candidates(measured, data, job.measure, chosen_artifacts)
-        return summarise(job, data, metrics, candidate, baseline_meta)
-
-    stages = []
     for number, step in enumerate(recipe.steps, start=1):
         if number <= done:
             continue
         log(f"[dim]step {number}/{len(recipe.steps)}: {step.technique.name}[/dim]")
         encoding = candidate.storage
-        candidate = step.build().apply(candidate, context)
+        with training_slot():
+            candidate = step.build().apply(candidate, context)
         if step.technique.produces != TORCH and candidate.storage is encoding:
             candidate.storage = None  # the new graph replaces the form an earlier step's encoding described
         if candidate.artifact is None and not graph_only:  # the last step too: a longer recipe may follow it
             save_prefix(cache.root, key_after(number), candidate, baseline, check_inputs)
-        if measure_every_step and number < len(recipe.steps):
-            stages.append(measured_now())
-    result = measured_now()
-    if measure_every_step:
-        result.stages = [*stages, result.model_copy()]
+        if after_step is not None:
+            after_step(number, Prepared(baseline, baseline_meta, candidate))
+    return Prepared(baseline, baseline_meta, candidate, time.perf_counter() - started)
+
+
+def measure_phase(job: JobConfig, prepared: Prepared, chosen_artifacts: dict[str, Any] | None = None) -> RunResult:
+    """Measure the prepared candidate (and its companions) beside the baseline: pure, it never trains. It holds the
+    machine's timing slot throughout, so nothing of another worker runs on this machine meanwhile."""
+    started = time.perf_counter()
+    data = load_dataset(job.dataset, job.seed)
+    candidate = prepared.candidate
+    measured = {"baseline": starting_candidate(prepared.baseline, copy_module=False), "candidate": candidate,
+                **candidate.companions}  # fmt: skip
+    with timing_slot():
+        metrics = measure_candidates(measured, data, job.measure, chosen_artifacts)
+    result = summarise(job, data, metrics, candidate, prepared.baseline_meta)
+    result.phase_seconds = {"compress": prepared.seconds, "measure": time.perf_counter() - started}
     return result
 
 

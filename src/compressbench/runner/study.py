@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,8 @@ from compressbench.measure.compare import MeasureSettings
 from compressbench.models import ModelConfig, is_compatible
 from compressbench.recipes import load_recipe
 from compressbench.results import RunResult
-from compressbench.runner.job import JobConfig, make_job, run_job
+from compressbench.runner.executors import ExecutorSettings, JobOutcome, run_jobs
+from compressbench.runner.job import JobConfig, make_job
 from compressbench.store import Store
 from compressbench.training import TrainConfig, default_train_config
 
@@ -115,8 +114,14 @@ def _with_overrides(spec: StudySpec, section: str, model: str, settings: type[An
         raise CompressbenchError(f"study {spec.name}: {section}.{model}.{field}: {first['msg']}") from None
 
 
-def run_study(spec: StudySpec | Path | str, out: Path | str, cache: Cache | None = None) -> dict[str, int]:
-    """Run every job not yet stored in `out/results.db`; a failed job is stored with its error and the study goes on."""
+def run_study(
+    spec: StudySpec | Path | str,
+    out: Path | str,
+    cache: Cache | None = None,
+    executor: ExecutorSettings | None = None,
+) -> dict[str, int]:
+    """Run every job not yet stored in `out/results.db`, here or on Ray (`executor`); a failed job is stored with its
+    error and the study goes on. Only this process writes the store, one transaction a job."""
     spec = spec if isinstance(spec, StudySpec) else load_study(spec)
     cache = cache or Cache(default_cache_dir())
     store = Store(Path(out) / "results.db")
@@ -125,35 +130,27 @@ def run_study(spec: StudySpec | Path | str, out: Path | str, cache: Cache | None
     (Path(out) / "study.json").write_text(spec.model_dump_json(indent=1))  # what the report says about the study
     for line in skipped:
         progress.log(f"[dim]skip {line}[/dim]")
-    counts = {"planned": len(jobs), "stored_before": 0, "ok": 0, "failed": 0}
+    todo = [job for job in jobs if not store.has(job.key())]
+    counts = {"planned": len(jobs), "stored_before": len(jobs) - len(todo), "ok": 0, "failed": 0}
     with progress.bar(f"study {spec.name}", len(jobs)) as bar:
-        for number, job in enumerate(jobs, start=1):
-            label = (
-                f"[{number}/{len(jobs)}] {job.dataset.name} / {job.model.name} / {job.recipe['name']} / seed {job.seed}"
-            )
-            key = job.key()
-            if store.has(key):
-                counts["stored_before"] += 1
+        if bar is not None:
+            bar.update(bar.task_ids[0], advance=counts["stored_before"])
+
+        def stored(outcome: JobOutcome) -> None:
+            job = outcome.job
+            label = f"{job.dataset.name} / {job.model.name} / {job.recipe['name']} / seed {job.seed}"
+            if outcome.result is None:
+                store.put(job.key(), job.identity(), error=outcome.error)
+                counts["failed"] += 1
+                progress.log(f"[red]failed[/red] {label}: {(outcome.error or '').splitlines()[0]}")
             else:
-                started = time.perf_counter()
-                try:
-                    result = run_job(job, cache)
-                except Exception as error:  # a failing job is a result too; the study goes on
-                    store.put(
-                        key,
-                        job.identity(),
-                        error=f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=5)}",
-                    )
-                    counts["failed"] += 1
-                    progress.log(f"[red]failed[/red] {label}: {type(error).__name__}: {error}")
-                else:
-                    store.put(key, job.identity(), result=result)
-                    counts["ok"] += 1
-                    progress.log(
-                        f"[green]ok[/green] {label} in {time.perf_counter() - started:.0f} s: {_headline(result)}"
-                    )
+                store.put(job.key(), job.identity(), result=outcome.result)
+                counts["ok"] += 1
+                progress.log(f"[green]ok[/green] {label} in {outcome.seconds:.0f} s: {_headline(outcome.result)}")
             if bar is not None:
                 bar.update(bar.task_ids[0], advance=1)
+
+        run_jobs(todo, cache, stored, executor)
     return counts
 
 

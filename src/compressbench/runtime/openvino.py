@@ -96,13 +96,26 @@ def onnx_to_openvino(proto: onnx.ModelProto) -> Any:
 
 
 def ir_bytes(model: Any) -> bytes:
-    """The saved IR (xml + bin), weights kept in fp32 (no silent fp16 compression)."""
+    """The saved IR (xml + bin)."""
+    return b"".join(ir_parts(model))
+
+
+def ir_parts(model: Any) -> tuple[bytes, bytes]:
+    """The saved IR's xml and weights, kept in fp32 (no silent fp16 compression): also the form in which an OpenVINO
+    model pickles."""
     import openvino as ov
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.xml"
         ov.save_model(model, path, compress_to_fp16=False)
-        return path.read_bytes() + path.with_suffix(".bin").read_bytes()
+        return path.read_bytes(), path.with_suffix(".bin").read_bytes()
+
+
+def from_ir_parts(parts: tuple[bytes, bytes]) -> Any:
+    import openvino as ov
+
+    xml, weights = parts
+    return ov.Core().read_model(xml.decode(), ov.Tensor(np.frombuffer(weights, dtype=np.uint8).copy()))
 
 
 def _open(artifact: Any, threads: int, precision: str) -> Session:
@@ -117,7 +130,14 @@ def _open(artifact: Any, threads: int, precision: str) -> Session:
 
 
 register_artifact_kind(
-    ArtifactKind(OPENVINO, "an OpenVINO model", lambda a: type(a).__module__.startswith("openvino"), ir_bytes)
+    ArtifactKind(
+        OPENVINO,
+        "an OpenVINO model",
+        lambda a: type(a).__module__.startswith("openvino"),
+        ir_bytes,
+        pack=ir_parts,
+        unpack=from_ir_parts,
+    )  # fmt: skip
 )
 register_runtime(
     Runtime(
