@@ -2,10 +2,10 @@
 cores, one CPU and one torch thread per compress phase), each from an empty cache; then the plan for N workers from
 the measured job durations.
 
-    .venv/bin/python benchmarks/bench_ray.py      # about 15 minutes on 2 cores; run it on a quiet machine
+    .venv/bin/python benchmarks/bench_ray.py      # about 5 minutes on 2 cores; run it on a quiet machine
 
-The jobs: MLP and LeNet-5 on digits, MLP and the 1-D CNN on MNIST-1D (shipped baselines), each with the baseline,
-int8 dynamic and static, magnitude 80%, channels 50% and prune+quant: 24 jobs. Writes benchmarks/results/ray.json.
+The jobs: the MLP and LeNet-5 on digits (shipped baselines), each with the baseline, int8 dynamic and static,
+magnitude 80%, channels 50% and prune+quant: 12 jobs. Writes benchmarks/results/ray.json.
 The plan: a job is the unit of work, so N workers need at least the longest job and at least the sum / N; measure
 phases are serialised per machine (the machine lock), so their sum bounds one machine whatever its workers.
 """
@@ -23,8 +23,8 @@ import compressbench as cb
 RESULTS = Path(__file__).resolve().parent / "results" / "ray.json"
 SPEC = {
     "name": "ray-bench",
-    "datasets": ["digits", "mnist1d"],
-    "models": ["mlp", "lenet5", "conv1d"],
+    "datasets": [{"name": "digits"}],
+    "models": [{"name": "mlp"}, {"name": "lenet5"}],
     "recipes": [
         "none",
         "quant.dynamic",
