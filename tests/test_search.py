@@ -127,6 +127,8 @@ def test_a_size_search_starts_from_deep_compression_and_reports_its_front(tmp_pa
     deep = next(t for t in trials if t.user_attrs.get("fixed") == "deep-compression")
     shipped = cb.load_recipe("deep-compression").canonical()["steps"]
     assert cb.load_recipe({"name": "fixed", "steps": deep.user_attrs["steps"]}).canonical()["steps"] == shipped
+    fixed = [t for t in trials if t.user_attrs.get("fixed") and t.user_attrs["accuracy_drop_pt"] <= 2.0]
+    assert outcome.best_fixed["size_ratio"] == max(t.user_attrs["size_ratio"] for t in fixed)
     assert deep.user_attrs["size_ratio"] > 10  # sparse, shared and Huffman-coded: far past int8's 4x
     assert outcome.best is not None and outcome.best["size_ratio"] == max(
         t.user_attrs["size_ratio"] for t in trials if t.user_attrs["accuracy_drop_pt"] <= 2.0

@@ -277,6 +277,13 @@ def search_(
         )
     else:
         out.print("no trial stayed within the budget: keep the baseline", highlight=False)
+    if outcome.best and (fixed := outcome.best_fixed):
+        figure = "speedup" if objective == Objective.latency else "size_ratio"
+        out.print(
+            f"best fixed recipe: {fixed['fixed']} ({fixed[figure]:.2f}x, drop {fixed['accuracy_drop_pt']:+.2f} pt); "
+            f"the search's best is {outcome.best[figure] / fixed[figure]:.2f}x it on the objective",
+            highlight=False,
+        )
     out.print(f"report: {outcome.out / 'search.html'} and search.md", highlight=False)
 
 

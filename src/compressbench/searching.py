@@ -152,6 +152,7 @@ class SearchOutcome:
     best: dict[str, Any] | None  # recipe, steps, speed-up, size ratio, drop of the best feasible trial
     stopped: str  # why the search ended
     leaders: list[dict[str, Any]] = field(default_factory=list)  # the best feasible trials, best first (at most 3)
+    best_fixed: dict[str, Any] | None = None  # the best feasible of the enqueued fixed recipes
 
 
 def search(
@@ -256,6 +257,7 @@ def search(
     finished = _finished(study)
     feasible = sorted((t for t in finished if _feasible(t)), key=lambda t: -_figure(t, objective))
     leaders = [{"trial": t.number, **t.user_attrs} for t in feasible[:3]]
+    best_fixed = next(({"trial": t.number, **t.user_attrs} for t in feasible if t.user_attrs.get("fixed")), None)
     stopped = study.user_attrs.get("stopped", f"--trials {trials} reached")
     write_search_report(out, storage)
     return SearchOutcome(
@@ -265,6 +267,7 @@ def search(
         best=leaders[0] if leaders else None,
         stopped=stopped,
         leaders=leaders,
+        best_fixed=best_fixed,
     )
 
 

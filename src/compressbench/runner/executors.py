@@ -72,6 +72,8 @@ def run_jobs(
     """Run every job and hand each outcome to `on_done`, in this process, as it arrives."""
     settings = settings or ExecutorSettings()
     jobs = list(jobs)
+    if not jobs:  # all stored: not even Ray is started
+        return
     if settings.kind == "ray":
         _on_ray(jobs, cache, on_done, settings, keep_artifacts)
         return
