@@ -51,7 +51,9 @@ def test_run_json_prints_the_documented_object(tmp_path):
         "data",
         "measurement",
         "environment",
+        "phase_seconds",
     ]
+    assert set(payload["phase_seconds"]) == {"compress", "measure"}
     for role in ("baseline", "candidate"):
         metrics = payload[role]
         assert list(metrics) == [
