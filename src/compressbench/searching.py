@@ -28,6 +28,8 @@ from compressbench.machine_lock import VARIABLE
 from compressbench.measure.compare import MeasureSettings
 from compressbench.measure.latency import LatencySettings
 from compressbench.models import ModelConfig, is_onnx_model
+from compressbench.reporting.search import feasible as _feasible
+from compressbench.reporting.search import figure_of as _figure
 from compressbench.reporting.search import write_search_report
 from compressbench.results import RunResult
 from compressbench.runner.executors import ExecutorSettings, RayJobs
@@ -436,14 +438,6 @@ def _finished(study) -> list[Any]:
     import optuna
 
     return [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
-
-
-def _feasible(trial) -> bool:
-    return bool(trial.constraints) and all(value <= 0 for value in trial.constraints.values())
-
-
-def _figure(trial, objective: str) -> float:
-    return trial.user_attrs["speedup"] if objective == "latency" else trial.user_attrs["size_ratio"]
 
 
 def _best(study, objective: str):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from compressbench.reporting.sections import Cell, Section, Table, render_html, render_markdown
+from compressbench.reporting.write import laid_out, pareto_front
 
 SEARCH_NAME = "search"
 
@@ -38,10 +39,10 @@ def search_sections(study: Any) -> list[Section]:
     trials = [t for t in study.get_trials(deepcopy=False) if "speedup" in t.user_attrs]
     if not trials:
         return [Section("", note="No trial has finished yet.")]
-    feasible = [t for t in trials if _feasible(t)]
-    best = max(feasible, key=lambda t: _figure(t, objective), default=None)
-    fixed = [t for t in feasible if t.user_attrs.get("fixed")]
-    best_fixed = max(fixed, key=lambda t: _figure(t, objective), default=None)
+    within = [t for t in trials if feasible(t)]
+    best = max(within, key=lambda t: figure_of(t, objective), default=None)
+    fixed = [t for t in within if t.user_attrs.get("fixed")]
+    best_fixed = max(fixed, key=lambda t: figure_of(t, objective), default=None)
     unit = f"speed-up at batch {batch}" if objective == "latency" else "size ratio (fp32 parameters / stored bytes)"
     how = (
         f"Objective: {unit}, within {budget:g} pt of the baseline's test accuracy (a constraint: trials over it are "
@@ -50,7 +51,7 @@ def search_sections(study: Any) -> list[Section]:
         "interleaved blocks against the baseline; size as the stored artifact's bytes."
     )
     stopped = study.user_attrs.get("stopped", "trial count reached")
-    summary = f"{len(trials)} trials, {len(feasible)} within the budget; stopped: {stopped}. " + (
+    summary = f"{len(trials)} trials, {len(within)} within the budget; stopped: {stopped}. " + (
         _against(best, best_fixed, objective) if best is not None else "No trial is within the budget."
     )
     sections = [
@@ -82,22 +83,24 @@ def _importance_section(study: Any, trials: list[Any], objective: str) -> Sectio
     return Section("Which parameters mattered", note=_IMPORTANCE_NOTE, tables=[table])
 
 
-def _feasible(trial: Any) -> bool:
+def feasible(trial: Any) -> bool:
+    """Within the accuracy budget: every constraint Optuna holds for the trial is zero or less."""
     return bool(trial.constraints) and all(value <= 0 for value in trial.constraints.values())
 
 
-def _figure(trial: Any, objective: str) -> float:
+def figure_of(trial: Any, objective: str) -> float:
+    """The trial's figure on the objective: its speed-up, or how many times smaller it stores."""
     return trial.user_attrs["speedup"] if objective == "latency" else trial.user_attrs["size_ratio"]
 
 
 def _against(best: Any, best_fixed: Any, objective: str) -> str:
     word = "faster" if objective == "latency" else "smaller"
-    text = f"Best feasible: trial {best.number}, {_label(best)} ({_figure(best, objective):.2f}x {word})."
+    text = f"Best feasible: trial {best.number}, {_label(best)} ({figure_of(best, objective):.2f}x {word})."
     if best_fixed is None:
         return text + " No fixed recipe is within the budget."
-    ratio = _figure(best, objective) / _figure(best_fixed, objective)
+    ratio = figure_of(best, objective) / figure_of(best_fixed, objective)
     return text + (
-        f" The best fixed recipe, {_label(best_fixed)}, gives {_figure(best_fixed, objective):.2f}x: "
+        f" The best fixed recipe, {_label(best_fixed)}, gives {figure_of(best_fixed, objective):.2f}x: "
         f"the search is {ratio:.2f}x better on the objective."
     )
 
@@ -109,7 +112,7 @@ def _label(trial: Any) -> str:
 
 def _row(trial: Any) -> list[str | Cell]:
     attrs = trial.user_attrs
-    feasible = Cell("yes", "good") if _feasible(trial) else Cell("no", "bad")
+    budget = Cell("yes", "good") if feasible(trial) else Cell("no", "bad")
     return [
         str(trial.number),
         attrs["recipe"],
@@ -118,7 +121,7 @@ def _row(trial: Any) -> list[str | Cell]:
         f"{attrs['accuracy_drop_pt']:+.2f}",
         f"{attrs['speedup']:.2f}x",
         f"{attrs['size_ratio']:.1f}x",
-        feasible,
+        budget,
     ]
 
 
@@ -152,7 +155,7 @@ def _importances(study: Any, trials: list[Any], objective: str) -> Table:
             continue
         figures = {}
         for target_name, target in (
-            (objective, lambda t: _figure(t, objective)),
+            (objective, lambda t: figure_of(t, objective)),
             ("accuracy drop", lambda t: t.user_attrs["accuracy_drop_pt"]),
         ):
             evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
@@ -175,9 +178,9 @@ def _figures(trials: list[Any], objective: str, batch: Any, budget: float) -> li
         figure = go.Figure()
         groups = (
             ("fixed recipes", [t for t in trials if t.user_attrs.get("fixed")], "diamond", None),
-            ("search, within budget", [t for t in trials if not t.user_attrs.get("fixed") and _feasible(t)], "circle",
+            ("search, within budget", [t for t in trials if not t.user_attrs.get("fixed") and feasible(t)], "circle",
              None),
-            ("search, over budget", [t for t in trials if not t.user_attrs.get("fixed") and not _feasible(t)], "x",
+            ("search, over budget", [t for t in trials if not t.user_attrs.get("fixed") and not feasible(t)], "x",
              "#999"),
         )  # fmt: skip
         for name, group, symbol, colour in groups:
@@ -193,12 +196,10 @@ def _figures(trials: list[Any], objective: str, batch: Any, budget: float) -> li
                         hovertemplate="%{hovertext}<br>%{x:.2f}x, drop %{y:+.2f} pt<extra></extra>",
                     )
                 )
-        feasible = sorted((t for t in trials if _feasible(t)), key=lambda t: -t.user_attrs[axis])
-        front, lowest = [], float("inf")
-        for trial in feasible:  # from the largest gain down: kept when it loses less accuracy than all before it
-            if trial.user_attrs["accuracy_drop_pt"] < lowest:
-                front.append(trial)
-                lowest = trial.user_attrs["accuracy_drop_pt"]
+        within = [t for t in trials if feasible(t)]
+        # pareto_front keeps lower x and higher y: the negated gain and the negated drop.
+        points = [(-t.user_attrs[axis], -t.user_attrs["accuracy_drop_pt"]) for t in within]
+        front = [within[i] for i in pareto_front(points)]
         figure.add_trace(
             go.Scatter(
                 x=[t.user_attrs[axis] for t in front],
@@ -209,12 +210,6 @@ def _figures(trials: list[Any], objective: str, batch: Any, budget: float) -> li
             )
         )
         figure.add_hline(y=budget, line={"dash": "dot"}, annotation_text="budget")
-        figure.update_layout(
-            title=f"accuracy drop vs {'speed-up' if axis == 'speedup' else 'size'}",
-            xaxis_title=label,
-            yaxis_title="accuracy drop (pt; lower is better)",
-            height=420,
-            margin={"t": 50, "l": 60, "r": 20, "b": 50},
-        )
-        figures.append(figure)
+        title = f"accuracy drop vs {'speed-up' if axis == 'speedup' else 'size'}"
+        figures.append(laid_out(figure, title, label, "accuracy drop (pt; lower is better)"))
     return figures

@@ -352,15 +352,15 @@ def pareto_figures(group: list[RecipeSummary]) -> list[Any]:
                 line={"dash": "dash"},
             )
         )
-        figure.update_layout(
-            title=f"accuracy vs {axis}",
-            xaxis_title=label,
-            yaxis_title="test accuracy (%)",
-            height=420,
-            margin={"t": 50, "l": 60, "r": 20, "b": 50},
-        )
-        figures.append(figure)
+        figures.append(laid_out(figure, f"accuracy vs {axis}", label, "test accuracy (%)"))
     return figures
+
+
+def laid_out(figure: Any, title: str, x_title: str, y_title: str) -> Any:
+    """A report figure's one layout: title, axis titles, height and margins."""
+    figure.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, height=420,
+                         margin={"t": 50, "l": 60, "r": 20, "b": 50})  # fmt: skip
+    return figure
 
 
 def write_report(
