@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 STUDY ?= studies/default.yaml
 OUT ?= runs/default
 
-.PHONY: setup study test bench lint data browser clean
+.PHONY: setup study test bench lint data fashion-mnist fortunes browser clean
 
 setup: $(STAMP)
 
@@ -15,13 +15,27 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,openvino,ray]'
+	$(BIN)/pip install --quiet -e '.[dev,openvino,ray,text]'
 	@$(MAKE) --no-print-directory data
 	@$(MAKE) --no-print-directory browser
 	touch $(STAMP)
 
-# Fashion-MNIST comes from Debian's package when we may install it; otherwise say exactly how to get it.
-data:
+# Fashion-MNIST and the fortunes quotes (the text data) come from Debian's packages when we may install them;
+# otherwise say exactly how to get them.
+data: fashion-mnist fortunes
+
+fortunes:
+	@if [ -f /usr/share/games/fortunes/computers ]; then \
+		echo "fortunes: found in /usr/share/games/fortunes"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -q fortunes >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q fortunes >/dev/null)) && \
+		echo "fortunes: installed Debian's fortunes"; \
+	else \
+		echo "fortunes: not installed. Run 'sudo apt-get install fortunes', or set COMPRESSBENCH_FORTUNES to a folder with its topic files."; \
+	fi
+
+fashion-mnist:
 	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
 		echo "fashion-mnist: found in /usr/share/datasets/fashion-mnist"; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \

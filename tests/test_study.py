@@ -101,7 +101,7 @@ def test_model_measure_puts_one_model_on_another_runtime(tmp_path):
 STUDIES = Path(__file__).parent.parent / "studies"
 
 
-@pytest.mark.parametrize("name", ["smoke", "default", "full", "runtimes"])
+@pytest.mark.parametrize("name", ["smoke", "default", "full", "runtimes", "text"])
 def test_every_shipped_study_plans_with_valid_recipes(name):
     jobs, _ = plan(load_study(STUDIES / f"{name}.yaml"))  # validates every recipe, training and measure field
     assert jobs and len({job.key() for job in jobs}) == len(jobs)

@@ -16,21 +16,34 @@ from compressbench.techniques import Candidate, Context, list_techniques, precis
 from compressbench.training import train
 
 
-@pytest.fixture(scope="module")
-def trained(cache):
-    data = load_dataset("synthetic")
-    model = build_model("lenet5", data.spec, seed=0)
+def trained_on(dataset, model_name, cache):
+    data = load_dataset(dataset)
+    model = build_model(model_name, data.spec, seed=0)
     train(model, data, QUICK_TRAINING, seed=0)
     context = Context(
         data=data,
         baseline=model,
-        model=ModelConfig(name="lenet5"),
+        model=ModelConfig(name=model_name),
         train_config=QUICK_TRAINING,
         seed=0,
         cache=cache,
         latency=FAST_LATENCY,
     )
     return data, model, context
+
+
+@pytest.fixture(scope="module")
+def trained(cache):
+    return trained_on("synthetic", "lenet5", cache)
+
+
+@pytest.fixture(scope="module")
+def trained_transformer(cache):
+    return trained_on("synthetic-tokens", "transformer", cache)
+
+
+# Techniques made for one kind of model run on it; every other technique on LeNet-5.
+TRANSFORMER_ONLY = {"prune.heads"}
 
 
 @pytest.fixture
@@ -41,8 +54,8 @@ def cpu_with_every_instruction(monkeypatch):
 
 
 @pytest.mark.parametrize("name", list_techniques())
-def test_every_technique_applies_exports_and_measures(name, trained, cpu_with_every_instruction):
-    data, baseline, context = trained
+def test_every_technique_applies_exports_and_measures(name, request, cpu_with_every_instruction):
+    data, baseline, context = request.getfixturevalue("trained_transformer" if name in TRANSFORMER_ONLY else "trained")
     original = copy.deepcopy(baseline.state_dict())
     technique = techniques.get(name)()
     candidate = Candidate(module=copy.deepcopy(baseline))

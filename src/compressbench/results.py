@@ -33,6 +33,8 @@ class Metrics(BaseModel):
     macs: int
     runtimes: dict[str, dict[str, Any]] | None = None  # with runtime auto: every runtime's figures, or why skipped
     runtime_choice: str | None = None
+    # Text encoders: sentence-embedding cosine and top-k neighbour agreement against the baseline (measure.embeddings).
+    embedding: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_unset=True)

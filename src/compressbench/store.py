@@ -128,6 +128,7 @@ LEGACY_FAMILIES = {
     "prune.magnitude": "pruning",
     "prune.channels": "pruning",
     "prune.nm": "pruning",
+    "prune.heads": "pruning",
     "quant.dynamic": "quantization",
     "quant.static": "quantization",
     "quant.qat": "quantization",
@@ -185,5 +186,9 @@ def flatten(run: Run) -> dict[str, Any]:
         row[f"speedup_b{batch}"] = ratio
     for field in ("size_ratio", "compression_ratio", "accuracy_drop_pt"):
         row[field] = getattr(result, field) if result else None
+    embedding = result.candidate.embedding if result else None
+    if embedding and embedding.get("comparable", True):  # a text encoder: fidelity to the fp32 sentence embeddings
+        row["embedding_cosine"] = embedding["cosine_mean"]
+        row["embedding_top_k_agreement"] = embedding["top_k_agreement"]
     row["flags"] = ";".join(result.flags if result else [])
     return row

@@ -41,6 +41,8 @@ class RawDataset:
     augmentations: tuple[str, ...] = ()
     # auto: per-feature for tabular (N, F) inputs, one global mean / std otherwise; or global, per-feature, none.
     normalisation: str = "auto"
+    # Set for text: inputs are (N, L) token ids of this vocabulary (padding id 0), never normalised.
+    vocab_size: int | None = None
 
 
 class Loader(Protocol):
@@ -116,6 +118,7 @@ def _load(config: DatasetConfig, seed: int) -> DataBundle:
         num_classes=raw.num_classes,
         augmentations=raw.augmentations,
         normalisation=raw.normalisation,
+        vocab_size=raw.vocab_size,
     )
 
 
@@ -140,4 +143,4 @@ def _check_loader_output(source: str, raw: object) -> RawDataset | DataBundle:
 
 
 # Register the built-in datasets.
-from compressbench.data import digits, fashion_mnist, mnist1d, synthetic  # noqa: E402,F401
+from compressbench.data import digits, fashion_mnist, mnist1d, synthetic, text  # noqa: E402,F401

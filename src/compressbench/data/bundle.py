@@ -23,6 +23,14 @@ class DataSpec:
     normalisation: str = "global"
     mean: float | tuple[float, ...] = 0.0
     std: float | tuple[float, ...] = 1.0
+    # Token-id inputs (text): the tokenizer's vocabulary size. Ids travel as float32 (exact below 2^24) so that every
+    # split, loader and training loop handles one array type; a text model's exported graph takes int64 and the
+    # runtimes' sessions cast to it.
+    vocab_size: int | None = None
+
+    @property
+    def tokens(self) -> bool:
+        return self.vocab_size is not None
 
 
 @dataclass(frozen=True)
@@ -98,12 +106,18 @@ def make_bundle(
     num_classes: int | None = None,
     augmentations: tuple[str, ...] = (),
     normalisation: str = "global",
+    vocab_size: int | None = None,
 ) -> DataBundle:
     """Split train into train/val (shuffled by `seed`), draw calibration from train, normalise by train statistics
     (`NORMALISATIONS`; never the val or test split's).
 
-    Inputs of shape (N, H, W) or (N, L) gain a channel axis: models always see (N, C, ...).
+    Inputs of shape (N, H, W) or (N, L) gain a channel axis: models always see (N, C, ...). Token ids (`vocab_size`
+    given) stay (N, L) and are never normalised.
     """
+    if vocab_size is not None:
+        for part, x in (("train", x_train), ("test", x_test)):
+            check_token_ids(f"{name} {part}", x, vocab_size)
+        normalisation = "none"
     normalisation = resolve_normalisation(normalisation, x_train.ndim, name)
     num_classes = num_classes or int(max(y_train.max(), y_test.max())) + 1
     check_arrays(f"{name} train", x_train, y_train, num_classes)
@@ -120,8 +134,9 @@ def make_bundle(
         train_idx = train_idx[:train_limit]
     calibration_idx = train_idx[: min(calibration_size, len(train_idx))]
 
-    x_train = _with_channel_axis(x_train.astype(np.float32))
-    x_test = _with_channel_axis(x_test.astype(np.float32))
+    if vocab_size is None:
+        x_train, x_test = _with_channel_axis(x_train), _with_channel_axis(x_test)
+    x_train, x_test = x_train.astype(np.float32), x_test.astype(np.float32)
     if normalisation == "per-feature":
         mean = x_train[train_idx].mean(axis=0)
         std = x_train[train_idx].std(axis=0)
@@ -140,7 +155,7 @@ def make_bundle(
         stats = (float(mean), float(std))
     else:
         stats = (tuple(mean.ravel().tolist()), tuple(std.ravel().tolist()))
-    spec = DataSpec(name, tuple(x_train.shape[1:]), num_classes, augmentations, normalisation, *stats)
+    spec = DataSpec(name, tuple(x_train.shape[1:]), num_classes, augmentations, normalisation, *stats, vocab_size)
     return DataBundle(
         spec,
         train=split(x_train, y_train, train_idx),
@@ -149,6 +164,18 @@ def make_bundle(
         calibration=split(x_train, y_train, calibration_idx),
         notes={"seed": seed, "normalisation": normalisation, "how": NORMALISATIONS[normalisation]},
     )
+
+
+def check_token_ids(source: str, x: np.ndarray, vocab_size: int) -> None:
+    """Token ids: (N, L) integers in [0, vocab_size), and below 2^24 so that float32 carries them exactly."""
+    if x.ndim != 2:
+        raise CompressbenchError(f"{source}: token ids must have shape (N, sequence length), got {x.shape}")
+    if not 0 < vocab_size <= 2**24:
+        raise CompressbenchError(f"{source}: vocab_size {vocab_size} must lie in [1, 2^24] (ids travel as float32)")
+    if not np.array_equal(x, np.round(x)) or x.min() < 0 or x.max() >= vocab_size:
+        raise CompressbenchError(
+            f"{source}: token ids must be integers in [0, {vocab_size}), got values in [{x.min()}, {x.max()}]"
+        )
 
 
 def _with_channel_axis(x: np.ndarray) -> np.ndarray:

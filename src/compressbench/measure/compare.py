@@ -17,6 +17,7 @@ from compressbench.artifacts import ONNX, TORCH, Candidate, kind_of
 from compressbench.data import DataBundle
 from compressbench.errors import CompressbenchError
 from compressbench.measure.accuracy import measure_accuracy
+from compressbench.measure.embeddings import embedding_fidelity, embedding_tensor, sentence_embeddings
 from compressbench.measure.latency import LatencySettings, measure_latency_interleaved
 from compressbench.measure.size import count_graph_macs, count_graph_params, count_macs, count_params, zstd_size
 from compressbench.registry import unknown_name_message
@@ -92,11 +93,11 @@ def counted_weights(candidate: Candidate, served: Any, data: DataBundle, setting
     branch the export never took, or batch norm folded into its convolution, holds none), the module's own when
     the runtime runs the module itself; quantizing a graph changes no count, so an int8 graph is counted on the
     float export of its module."""
-    if kind_of(served) == TORCH:
+    if kind_of(served).name == TORCH:
         return count_params(candidate.module)
     if candidate.module is None:
         return count_graph_params(candidate.float_graph)
-    return count_graph_params(served if kind_of(served) == ONNX and served is not candidate.artifact
+    return count_graph_params(served if kind_of(served).name == ONNX and served is not candidate.artifact
                               else verified_export(candidate.module, data, settings))  # fmt: skip
 
 
@@ -162,9 +163,11 @@ def measure_candidates(
             "runtime": sessions[key].info,
         }
     metrics = {}
+    chosen_served: dict[str, tuple[str, Any]] = {}
     for name, candidate in candidates.items():
         measured = per_runtime[name]
         chosen = _choose(name, measured, settings)
+        chosen_served[name] = (chosen, served[name][chosen])
         params, nonzero = counted_weights(candidate, served[name][chosen], data, settings)
         payload = kind_of(served[name][chosen]).serialise(served[name][chosen])
         if chosen_artifacts is not None:
@@ -193,7 +196,38 @@ def measure_candidates(
                 else f"fastest at batch {settings.target_batch} among {', '.join(sorted(measured))}"
             )
         metrics[name] = Metrics(**figures)
+    for name, fidelity in embedding_fidelities(candidates, chosen_served, data).items():
+        metrics[name].embedding = fidelity
     return metrics
+
+
+def embedding_fidelities(
+    candidates: dict[str, Candidate], served: dict[str, tuple[str, Any]], data: DataBundle
+) -> dict[str, dict[str, Any]]:
+    """For a text encoder (a baseline with `embed`): each candidate's sentence embeddings on the test split against
+    the baseline's, both read from the artifacts as served on their runtimes (`measure.embeddings`)."""
+    baseline = candidates.get("baseline")
+    if baseline is None or not data.spec.tokens or not hasattr(baseline.module, "embed"):
+        return {}
+    x = data.test.x
+    shape = data.spec.input_shape
+    runtime, artifact = served["baseline"]
+    tensor = embedding_tensor(baseline.module, shape)
+    reference = sentence_embeddings(artifact, x, runtime, tensor, baseline.precision)
+    fidelities = {}
+    for name, candidate in candidates.items():
+        if name == "baseline" or not hasattr(candidate.module, "embed"):
+            continue
+        runtime, artifact = served[name]
+        tensor = embedding_tensor(candidate.module, shape)
+        embeddings = sentence_embeddings(artifact, x, runtime, tensor, candidate.precision)
+        if embeddings.shape != reference.shape:
+            why = f"embeddings of {embeddings.shape[1]} values, not the baseline's {reference.shape[1]}"
+            fidelities[name] = {"comparable": False, "why": why}
+        else:
+            how = "classifier input of the served artifact, test split, vs the baseline's"
+            fidelities[name] = {**embedding_fidelity(reference, embeddings), "runtime": runtime, "how": how}
+    return fidelities
 
 
 def _choose(name: str, measured: dict[str, dict[str, Any]], settings: MeasureSettings) -> str:

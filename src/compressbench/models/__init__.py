@@ -41,6 +41,7 @@ class ModelFamily:
     description: str
     # How this family is trained to a baseline a practitioner accepts: TrainConfig fields over its defaults.
     training: dict[str, Any] = field(default_factory=dict)
+    tokens: bool = False  # takes token ids (DataSpec.vocab_size set) rather than values
 
 
 models: Registry[ModelFamily] = Registry("model")
@@ -160,6 +161,9 @@ def _build(config: ModelConfig, spec: DataSpec) -> nn.Module:
             )
     else:
         family = models.get(config.name)
+        if family.tokens != spec.tokens:
+            takes, gives = ("token ids", "values") if family.tokens else ("values", "token ids (text)")
+            raise CompressbenchError(f"model {config.name!r} takes {takes}, but dataset {spec.name!r} gives {gives}")
         if family.input_rank is not None and len(spec.input_shape) != family.input_rank:
             kind = {2: "1-D signals (C, L)", 3: "images (C, H, W)"}[family.input_rank]
             raise CompressbenchError(
@@ -196,8 +200,10 @@ def is_zoo_model(model: nn.Module) -> bool:
 def is_compatible(name: str, spec: DataSpec) -> bool:
     if is_user_reference(name) or is_onnx_model(name) or name in _instances:
         return True
-    rank = models.get(name).input_rank
-    return rank is None or rank == len(spec.input_shape)
+    family = models.get(name)
+    if family.tokens != spec.tokens:
+        return False
+    return family.input_rank is None or family.input_rank == len(spec.input_shape)
 
 
 def check_output_shape(model: nn.Module, spec: DataSpec, name: str) -> None:
@@ -214,4 +220,4 @@ def check_output_shape(model: nn.Module, spec: DataSpec, name: str) -> None:
         )
 
 
-from compressbench.models import conv1d, lenet, mlp, resnet  # noqa: E402,F401
+from compressbench.models import conv1d, lenet, mlp, resnet, transformer  # noqa: E402,F401

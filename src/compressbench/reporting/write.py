@@ -86,6 +86,12 @@ def recipe_table(group: list[RecipeSummary]) -> Table:
 
 TONES = {"holds": "good", "does not hold": "bad", "not measured": "none"}
 OVERVIEW_BATCH = "256"
+EMBEDDINGS_TITLE = "Sentence embeddings against the fp32 model"
+EMBEDDINGS_NOTE = (
+    "Text encoders only. For every test text, the cosine between the candidate's sentence embedding (the classifier's "
+    "input, read from the artifact as its runtime serves it) and the fp32 baseline's, and the share of its 10 nearest "
+    "neighbours in the baseline's embedding space still among its 10 nearest in the candidate's (mean over texts)."
+)
 
 
 def verdict_matrix(verdicts: list[Verdict], claim_text: dict[str, str]) -> Table:
@@ -193,6 +199,24 @@ def runtime_table(runs: list[Run]) -> Table:
     return header, rows
 
 
+def embedding_table(runs: list[Run]) -> Table:
+    """Each text-encoder candidate's embedding fidelity (mean over seeds); students of another width are named."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        if run.status == "ok" and run.result and run.result.candidate.embedding and run.recipe != "none":
+            groups[(run.dataset, run.model, run.recipe)].append(run.result.candidate.embedding)
+    rows = []
+    for (dataset, model, recipe), measured in sorted(groups.items()):
+        if not all(m.get("comparable", True) for m in measured):
+            rows.append([dataset, model, recipe, "—", "—", "—", measured[0].get("why", "")])
+            continue
+        mean = {key: statistics.fmean(m[key] for m in measured) for key in ("cosine_mean", "cosine_min")}
+        kept = _pct(statistics.fmean(m["top_k_agreement"] for m in measured))
+        where = f"{measured[0]['runtime']}, {measured[0]['samples']} texts"
+        rows.append([dataset, model, recipe, f"{mean['cosine_mean']:.4f}", f"{mean['cosine_min']:.4f}", kept, where])
+    return ["dataset", "model", "recipe", "cosine (mean)", "cosine (min)", "top-10 kept (%)", "measured on"], rows
+
+
 def first_line(text: str | None) -> str:
     return next(iter((text or "").splitlines()), "")
 
@@ -256,6 +280,9 @@ def report_sections(store: Store, meta: dict[str, Any], max_accuracy_drop: float
     runtimes = runtime_table(runs)
     if runtimes[1]:
         sections.append(Section(RUNTIMES_TITLE, note=RUNTIMES_NOTE, tables=[runtimes]))
+    embeddings = embedding_table(runs)
+    if embeddings[1]:
+        sections.append(Section(EMBEDDINGS_TITLE, note=EMBEDDINGS_NOTE, tables=[embeddings]))
     for (dataset, model), group in by_model(summaries).items():
         sections.append(
             Section(f"{dataset} / {model}", tables=[recipe_table(group)], figures=partial(pareto_figures, group))

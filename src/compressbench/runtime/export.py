@@ -29,7 +29,9 @@ def export_onnx(
     The TorchScript exporter is the default: it takes about 0.1 s where the dynamo exporter takes 3-6 s for
     the zoo models, and both give the same graph for them (Conv+BN folded, Gemm for linear layers).
     """
-    example = torch.zeros(1, *input_shape)
+    # A model may ask for integer inputs (the text models take int64 token ids); the loaders' float32 ids are cast
+    # to the graph's input type by the runtimes' sessions.
+    example = torch.zeros(1, *input_shape, dtype=getattr(model, "input_dtype", torch.float32))
     try:
         with evaluating(model), warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -19,6 +19,10 @@ def onnx_precision(proto: onnx.ModelProto) -> str:
     return "int8" if any(node.op_type in INT8_OPS for node in proto.graph.node) else "fp32"
 
 
+# Graph input types fed from the loaders' float32 arrays: token ids (exact in float32) go in as the graph asks.
+INPUT_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
 @dataclass
 class OnnxRuntimeSession:
     """A fixed intra-op thread count, sequential execution, all graph optimisations."""
@@ -43,6 +47,7 @@ class OnnxRuntimeSession:
         except Exception as error:
             raise CompressbenchError(f"onnxruntime cannot load the model: {error}") from error
         self._input = self._session.get_inputs()[0].name
+        self._dtype = INPUT_TYPES.get(self._session.get_inputs()[0].type, np.float32)
         self.info = {
             "runtime": "onnxruntime",
             "version": ort.__version__,
@@ -52,7 +57,7 @@ class OnnxRuntimeSession:
         }
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {self._input: x})[0]
+        return self._session.run(None, {self._input: x.astype(self._dtype, copy=False)})[0]
 
 
 def _open(artifact: onnx.ModelProto, threads: int, precision: str) -> Session:

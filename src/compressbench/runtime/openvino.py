@@ -78,7 +78,8 @@ class OpenVinoSession:
 
     def run(self, x: np.ndarray) -> np.ndarray:
         _, request = self._compile(len(x))
-        request.set_input_tensor(self._ov.Tensor(np.ascontiguousarray(x), shared_memory=True))
+        x = np.ascontiguousarray(x, dtype=self.model.inputs[0].element_type.to_dtype())  # int64 token ids
+        request.set_input_tensor(self._ov.Tensor(x, shared_memory=True))
         request.infer()
         return request.get_output_tensor().data.copy()
 

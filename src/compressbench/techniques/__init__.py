@@ -5,6 +5,7 @@ from compressbench.techniques import (  # noqa: E402,F401  (registers)
     huffman,
     precision,
     prune_channels,
+    prune_heads,
     prune_magnitude,
     prune_nm,
     quant_dynamic,

@@ -91,6 +91,17 @@ def refuse_recurrent(model: nn.Module, step: str = STEP) -> None:
         )
 
 
+def refuse_attention(model: nn.Module, step: str = STEP) -> None:
+    """Torch-Pruning cannot trace Hugging Face attention (transformers 5); a transformer encoder is pruned by
+    `prune.heads`, which removes whole heads and feed-forward channels."""
+    attention = [name for name, m in model.named_modules() if all(hasattr(m, p) for p in ("query", "key", "value"))]
+    if attention:
+        raise CompressbenchError(
+            f"{step}: {attention[0]} is multi-head attention; prune a transformer's heads and feed-forward "
+            "channels with prune.heads"
+        )
+
+
 def protected_layers(model: nn.Module, input_shape: tuple[int, ...], ignore: list[str], step: str = STEP):
     """The classifier plus the layers the user asked to keep whole."""
     classifier = output_layer(model, input_shape)
@@ -132,6 +143,7 @@ def prune_channels(
     from torch_pruning._helpers import to_plain_idxs
 
     refuse_recurrent(model, step)
+    refuse_attention(model, step)
     input_shape = data.spec.input_shape
     kept = protected_layers(model, input_shape, list(ignore or []), step)
     if groups is None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,6 +48,12 @@ class KDConfig(TechniqueConfig):
     depth: int | None = Field(None, ge=1, description="student depth (zoo students only); default: the teacher's")
     # A student trained from scratch needs more than the teacher's budget (benchmarks/README.md, "Distillation").
     epochs: int | None = Field(None, ge=1, description="student and control epochs; default: twice the teacher's")
+    hidden_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of a hidden-state term, 1 - cosine(student, teacher sentence embedding), added to the "
+        "loss (models with an `embed` method, as the transformers have; student and teacher of one hidden size)",
+    )
     control: bool = Field(
         True,
         description="also train the same student alone, to show what distillation added; false halves the time "
@@ -171,12 +179,23 @@ class KnowledgeDistillation(Technique):
                 return on_batch
             cached, logits_source = teacher_logits(teacher, teacher_key, data, data_key, context)
             table = torch.from_numpy(cached)
+            if config.hidden_weight == 0:
 
-            def from_cache(model: nn.Module, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-                return kd_loss(logits, table[batch.index], batch.y, config.temperature, config.alpha)
+                def from_cache(model: nn.Module, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+                    return kd_loss(logits, table[batch.index], batch.y, config.temperature, config.alpha)
 
-            return from_cache
+                return from_cache
+            embeddings = torch.from_numpy(teacher_embeddings(teacher, teacher_key, data, data_key, context))
 
+            def with_hidden(model: nn.Module, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+                match = F.cosine_similarity(model.pooled, embeddings[batch.index], dim=1).mean()
+                soft = kd_loss(logits, table[batch.index], batch.y, config.temperature, config.alpha)
+                return soft + config.hidden_weight * (1 - match)
+
+            return with_hidden
+
+        if config.hidden_weight > 0:
+            check_hidden(self.name, teacher, student, config.alpha)
         if config.alpha == 0:
             # Labels alone: the distilled student would be the control, weight for weight (tested); reuse it.
             distilled, distilled_meta = copy.deepcopy(control), control_meta
@@ -189,6 +208,7 @@ class KnowledgeDistillation(Technique):
                     "teacher": teacher_key,
                     "temperature": config.temperature,
                     "alpha": config.alpha,
+                    **({"hidden_weight": config.hidden_weight} if config.hidden_weight else {}),
                 },  # fmt: skip
                 lambda: student,
                 lambda model: _fit(model, data, training, context.seed, loss_fn(), f"{self.name} student"),
@@ -214,6 +234,7 @@ class KnowledgeDistillation(Technique):
                 "param_ratio": teacher_params / student_params,
                 "temperature": config.temperature,
                 "alpha": config.alpha,
+                "hidden_weight": config.hidden_weight,
                 "epochs": training.epochs,
                 "teacher_logits": logits_source,
                 "distilled": _summary(distilled_meta),
@@ -242,16 +263,56 @@ def teacher_logits(
     teacher: nn.Module, teacher_key: str, data: DataBundle, data_key: str, context: Context
 ) -> tuple[np.ndarray, str]:
     """The teacher's logits on the train split, computed once and cached on disk across runs."""
-    path = context.cache.array_path("teacher_logits", {"teacher": teacher_key, "data": data_key, "split": "train"})
+    return _cached_array(
+        context.cache.array_path("teacher_logits", {"teacher": teacher_key, "data": data_key, "split": "train"}),
+        (len(data.train), data.spec.num_classes),
+        lambda: predict_logits(teacher, data.train),
+    )
+
+
+def _cached_array(path: Path, shape: tuple[int, ...], compute: Callable[[], np.ndarray]) -> tuple[np.ndarray, str]:
+    """An array from the disk cache when it is there with the expected shape, else computed and written atomically."""
     if path.is_file():
-        logits = np.load(path)
-        if logits.shape == (len(data.train), data.spec.num_classes):
-            return logits, "cached"
-    logits = predict_logits(teacher, data.train).astype(np.float32)
+        cached = np.load(path)
+        if cached.shape == shape:
+            return cached, "cached"
+    array = compute().astype(np.float32)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(tmp, logits)
+    np.save(tmp, array)
     tmp.replace(path)
-    return logits, "computed"
+    return array, "computed"
+
+
+def check_hidden(step: str, teacher: nn.Module, student: nn.Module, alpha: float) -> None:
+    """The hidden-state term compares sentence embeddings: both models must make them, of one size."""
+    if alpha == 0:
+        raise CompressbenchError(f"{step}: field 'hidden_weight' needs the teacher (alpha > 0)")
+    for role, model in (("teacher", teacher), ("student", student)):
+        if not hasattr(model, "embed"):
+            raise CompressbenchError(
+                f"{step}: field 'hidden_weight': the {role} {type(model).__name__} has no embed() method giving "
+                "its sentence embedding (the zoo's transformer and minilm have one)"
+            )
+    sizes = [m.classifier.in_features for m in (teacher, student)]
+    if sizes[0] != sizes[1]:
+        raise CompressbenchError(
+            f"{step}: field 'hidden_weight': teacher embeddings have {sizes[0]} values, the student's {sizes[1]}; "
+            "match them with a student of the teacher's width (fewer layers: depth)"
+        )
+
+
+def teacher_embeddings(
+    teacher: nn.Module, teacher_key: str, data: DataBundle, data_key: str, context: Context
+) -> np.ndarray:
+    """The teacher's sentence embeddings of the train split, computed once and cached on disk across runs."""
+
+    def compute() -> np.ndarray:
+        x = torch.from_numpy(data.train.x)
+        with torch.no_grad():
+            return torch.cat([teacher.embed(x[i : i + 256]) for i in range(0, len(x), 256)]).numpy()
+
+    path = context.cache.array_path("teacher_embeddings", {"teacher": teacher_key, "data": data_key})
+    return _cached_array(path, (len(data.train), teacher.classifier.in_features), compute)[0]
 
 
 def _fit(model: nn.Module, data: DataBundle, training: TrainConfig, seed: int, loss: Any, description: str) -> dict:

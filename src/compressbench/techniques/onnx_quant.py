@@ -69,10 +69,14 @@ def calibration_inputs(step: str, data: DataBundle, samples: int) -> np.ndarray:
 
 
 class ArrayReader:
-    """An ONNX Runtime `CalibrationDataReader` over a numpy array, in batches."""
+    """An ONNX Runtime `CalibrationDataReader` over a numpy array, in batches of the graph input's type (token ids
+    arrive as float32 and a text model's graph takes int64)."""
 
-    def __init__(self, x: np.ndarray, input_name: str, batch: int = 64) -> None:
-        self._feeds = [{input_name: x[i : i + batch]} for i in range(0, len(x), batch)]
+    def __init__(self, x: np.ndarray, graph: onnx.ModelProto, batch: int = 64) -> None:
+        name = graph_input(graph)
+        kind = next(v.type.tensor_type.elem_type for v in graph.graph.input if v.name == name)
+        x = x.astype(onnx.helper.tensor_dtype_to_np_dtype(kind), copy=False)
+        self._feeds = [{name: x[i : i + batch]} for i in range(0, len(x), batch)]
         self._next = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:

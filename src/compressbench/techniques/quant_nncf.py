@@ -34,6 +34,11 @@ class NncfConfig(TechniqueConfig):
         "is within this many points of fp32; null: plain quantization, whatever it costs",
     )
     validation_samples: int = Field(2000, ge=1, description="validation samples for the accuracy control")
+    model_type: Literal["auto", "default", "transformer"] = Field(
+        "auto",
+        description="transformer: NNCF's transformer scheme (SmoothQuant, softmax / layer-norm paths kept float); "
+        "auto: transformer for text models (token-id inputs), default otherwise",
+    )
 
 
 @register_technique
@@ -55,13 +60,17 @@ class NncfQuantization(Technique):
             raise CompressbenchError(f"{self.name}: field 'subset_size': the calibration split is empty")
         size = min(config.subset_size or len(calibration), len(calibration))
         model = onnx_to_openvino(float_graph(self.name, candidate, context))
+        calibration = calibration.astype(model.inputs[0].element_type.to_dtype(), copy=False)  # int64 token ids
         items = [calibration[i : i + 1] for i in range(size)]
         preset = (
             nncf.QuantizationPreset.PERFORMANCE if config.preset == "performance" else nncf.QuantizationPreset.MIXED
         )
         options = {"subset_size": size, "preset": preset, "fast_bias_correction": config.fast_bias_correction}
+        if config.model_type == "transformer" or (config.model_type == "auto" and context.data.spec.tokens):
+            options["model_type"] = nncf.ModelType.TRANSFORMER
         val_x = context.data.val.x[: config.validation_samples]
         val_y = context.data.val.y[: config.validation_samples]
+        val_x = val_x.astype(calibration.dtype, copy=False)
         validation = [(val_x[i : i + 1], int(val_y[i])) for i in range(len(val_y))]
         try:
             # NNCF draws progress bars on stdout; keep stdout for `--json` output.
@@ -82,7 +91,8 @@ class NncfQuantization(Technique):
         fake_quantize = sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ops())
         candidate.artifact = quantized
         record = {"step": self.name, "calibration_samples": size, "preset": config.preset,
-                  "fake_quantize_ops": fake_quantize, "max_accuracy_drop_pt": config.max_accuracy_drop_pt}  # fmt: skip
+                  "fake_quantize_ops": fake_quantize, "max_accuracy_drop_pt": config.max_accuracy_drop_pt,
+                  "model_type": "transformer" if "model_type" in options else "default"}  # fmt: skip
         if len(val_y):
             record["val_accuracy"] = {"samples": len(val_y)} | {
                 name: float((open_session(graph, "openvino").run(val_x).argmax(1) == val_y).mean())

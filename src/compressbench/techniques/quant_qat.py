@@ -136,6 +136,8 @@ def fold_batch_norms(module: nn.Module) -> int:
     from torch.fx import symbolic_trace
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()):
+        return 0  # nothing to fold (a transformer): no trace needed, which torch.fx may not manage
     module.eval()
     try:
         graph = symbolic_trace(module).graph

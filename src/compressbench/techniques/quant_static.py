@@ -25,7 +25,6 @@ from compressbench.techniques.onnx_quant import (
     first_and_last,
     float_graph,
     fresh,
-    graph_input,
     quantize_with,
     quantized_layers,
     resolve_exclude,
@@ -129,7 +128,7 @@ def quantize_static_graph(
             cache = target.with_name("entropy-ranges.json")
             entropy_ranges(graph, calibration, op_types, cache, entropy_bins, symmetric=activation_type == "int8")
         quantize_static(
-            fresh(graph), target, None if cache else ArrayReader(calibration, graph_input(graph)),
+            fresh(graph), target, None if cache else ArrayReader(calibration, graph),
             quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types, per_channel=per_channel,
             reduce_range=reduce_range, activation_type=quant_type(activation_type),
             weight_type=quant_type(weight_type), nodes_to_exclude=exclude or None, calibrate_method=method,
@@ -157,7 +156,7 @@ def entropy_ranges(
         augmented_model_path=str(folder / "augmented.onnx"), calibrate_method=CalibrationMethod.Entropy,
         extra_options={"num_bins": bins, "num_quantized_bins": 128, "symmetric": symmetric},
     )  # fmt: skip
-    calibrator.collect_data(ArrayReader(calibration, graph_input(graph)))
+    calibrator.collect_data(ArrayReader(calibration, graph))
     save_tensors_data(calibrator.compute_data(), cache)
 
 
