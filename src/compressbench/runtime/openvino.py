@@ -34,6 +34,7 @@ class OpenVinoSession:
         self._ov = ov
         self._core = ov.Core()
         self._compiled: dict[int, tuple[Any, Any]] = {}
+        self._dtype = self.model.inputs[0].element_type.to_dtype()  # float32, or int64 for token ids
         self.info = {
             "runtime": "openvino",
             "version": ov.__version__,
@@ -78,7 +79,7 @@ class OpenVinoSession:
 
     def run(self, x: np.ndarray) -> np.ndarray:
         _, request = self._compile(len(x))
-        x = np.ascontiguousarray(x, dtype=self.model.inputs[0].element_type.to_dtype())  # int64 token ids
+        x = np.ascontiguousarray(x, dtype=self._dtype)
         request.set_input_tensor(self._ov.Tensor(x, shared_memory=True))
         request.infer()
         return request.get_output_tensor().data.copy()
