@@ -85,7 +85,6 @@ def recipe_table(group: list[RecipeSummary]) -> Table:
 
 
 TONES = {"holds": "good", "does not hold": "bad", "not measured": "none"}
-OVERVIEW_BATCH = "256"
 EMBEDDINGS_TITLE = "Sentence embeddings against the fp32 model"
 EMBEDDINGS_NOTE = (
     "Text encoders only. For every test text, the cosine between the candidate's sentence embedding (the classifier's "
@@ -116,8 +115,9 @@ def family_label(summary: RecipeSummary) -> str:
     return "hybrid" if len(summary.families) > 1 else next(iter(summary.families), "baseline")
 
 
-def overview_figure(summaries: list[RecipeSummary], max_accuracy_drop: float) -> list[Any]:
-    """One chart for the whole study: for every model, the best recipe of each family (speed-up vs accuracy drop)."""
+def overview_figure(summaries: list[RecipeSummary], max_accuracy_drop: float, batch: str) -> list[Any]:
+    """One chart for the whole study: for every model, the best recipe of each family (speed-up at `batch` vs
+    accuracy drop)."""
     import plotly.graph_objects as go
 
     figure = go.Figure()
@@ -125,11 +125,11 @@ def overview_figure(summaries: list[RecipeSummary], max_accuracy_drop: float) ->
     for (dataset, model), group in by_model(summaries).items():
         best = {}
         for summary in group:
-            if summary.recipe == "none" or not summary.usable or OVERVIEW_BATCH not in summary.speedup:
+            if summary.recipe == "none" or not summary.usable or batch not in summary.speedup:
                 continue
             family = family_label(summary)
             within = summary.accuracy_drop_pt.mean <= max_accuracy_drop
-            rank = (within, summary.speedup[OVERVIEW_BATCH].mean if within else -summary.accuracy_drop_pt.mean)
+            rank = (within, summary.speedup[batch].mean if within else -summary.accuracy_drop_pt.mean)
             if family not in best or rank > best[family][0]:
                 best[family] = (rank, summary)
         chosen = [summary for _, summary in best.values()]
@@ -137,7 +137,7 @@ def overview_figure(summaries: list[RecipeSummary], max_accuracy_drop: float) ->
             continue
         figure.add_trace(
             go.Scatter(
-                x=[s.speedup[OVERVIEW_BATCH].mean for s in chosen],
+                x=[s.speedup[batch].mean for s in chosen],
                 y=[s.accuracy_drop_pt.mean for s in chosen],
                 mode="markers",
                 name=f"{dataset} / {model}",
@@ -149,7 +149,7 @@ def overview_figure(summaries: list[RecipeSummary], max_accuracy_drop: float) ->
     figure.add_hline(y=max_accuracy_drop, line={"dash": "dot"}, annotation_text=f"budget {max_accuracy_drop:g} pt")
     figure.add_vline(x=1.0, line={"dash": "dot"})
     figure.update_layout(
-        xaxis_title=f"speed-up at batch {OVERVIEW_BATCH} (x, vs ONNX Runtime fp32)",
+        xaxis_title=f"speed-up at batch {batch} (x, vs ONNX Runtime fp32)",
         yaxis_title="accuracy drop (pt; lower is better)",
         xaxis_type="log",
         height=480,
@@ -233,6 +233,9 @@ def report_sections(store: Store, meta: dict[str, Any], max_accuracy_drop: float
             f"(first error: {first_line(failed[0].error)})"
         )
     summaries = summarise_runs(runs)
+    # The study's smallest and largest timed batch sizes (1 and 256 by default; a text study times 1 and 32).
+    timed = sorted({int(b) for r in runs if r.status == "ok" and r.result for b in r.result.speedup}) or [1, 256]
+    small, large = timed[0], timed[-1]
     sections: list[Section] = []
     if meta.get("traded_away"):
         sections.append(Section("", lead="What this profile traded away:", note=meta["traded_away"]))
@@ -252,16 +255,16 @@ def report_sections(store: Store, meta: dict[str, Any], max_accuracy_drop: float
     sections.append(
         Section(
             "Best of each family, every model",
-            note=f"Accuracy drop against speed-up at batch {OVERVIEW_BATCH}: for each model, the fastest recipe of "
+            note=f"Accuracy drop against speed-up at batch {large}: for each model, the fastest recipe of "
             f"each family within {max_accuracy_drop:g} pt (or, when none is, the one that lost least). Hover a point "
             "for its recipe.",
-            figures=partial(overview_figure, summaries, max_accuracy_drop),
+            figures=partial(overview_figure, summaries, max_accuracy_drop, str(large)),
         )
     )
     if meta.get("description"):
         sections.append(Section("", note=meta["description"]))
     sections.append(Section(f"Recommendation (accuracy budget {max_accuracy_drop:g} pt)"))
-    for objective, batch in (("latency", 1), ("latency", 256), ("size", 256)):
+    for objective, batch in (("latency", small), ("latency", large), ("size", large)):
         answers = recommend(summaries, max_accuracy_drop, objective, batch)  # type: ignore[arg-type]
         rows = [[a.dataset, a.model, a.label(a.best) or "—", a.label(a.runner_up) or "—", a.reason] for a in answers]
         title = f"Objective: {objective}" + (f", batch {batch}" if objective == "latency" else "")
