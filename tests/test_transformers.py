@@ -164,6 +164,14 @@ def test_taylor_and_l2_rank_heads_differently_but_both_keep_one_head_per_layer(s
     assert any(not torch.equal(a, b) for a, b in zip(chosen["taylor"], chosen["l2"], strict=True))
 
 
+def test_head_pruning_that_would_remove_nothing_fails_and_a_capped_one_is_flagged(small):
+    model, context = small
+    with pytest.raises(CompressbenchError, match=r"heads 0.1 and ffn 0 remove nothing from layers of 4 heads"):
+        apply({"technique": "prune.heads", "heads": 0.1, "fine_tune_epochs": 0}, model, context)
+    capped = apply({"technique": "prune.heads", "heads": 0.9, "fine_tune_epochs": 0}, model, context)
+    assert any("2 layer(s) kept one head rather than lose 90%" in flag for flag in capped.flags)
+
+
 def test_channel_pruning_points_a_transformer_to_head_pruning(small):
     model, context = small
     with pytest.raises(CompressbenchError, match="multi-head attention; .* with prune.heads"):

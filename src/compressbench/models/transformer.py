@@ -62,11 +62,14 @@ class TextClassifier(nn.Module):
         return self.classifier(pooled)
 
 
+def is_attention(module: nn.Module) -> bool:
+    """A self-attention module with separate query / key / value projections (BERT-style)."""
+    return all(isinstance(getattr(module, n, None), nn.Linear) for n in ("query", "key", "value"))
+
+
 def attention_layers(model: nn.Module) -> list[nn.Module]:
-    """The self-attention modules (query / key / value projections) of a BERT-style encoder, in order."""
-    return [
-        m for m in model.modules() if all(isinstance(getattr(m, n, None), nn.Linear) for n in ("query", "key", "value"))
-    ]
+    """The self-attention modules of a BERT-style encoder, in order."""
+    return [m for m in model.modules() if is_attention(m)]
 
 
 def heads_of(attention: nn.Module) -> int:

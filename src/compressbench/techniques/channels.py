@@ -19,6 +19,7 @@ from torch import nn
 
 from compressbench.data import DataBundle
 from compressbench.errors import CompressbenchError
+from compressbench.models.transformer import is_attention
 from compressbench.modes import PRUNABLE_LAYERS, evaluating
 from compressbench.techniques.pruning import check_runs, named_layers, output_layer
 
@@ -94,7 +95,7 @@ def refuse_recurrent(model: nn.Module, step: str = STEP) -> None:
 def refuse_attention(model: nn.Module, step: str = STEP) -> None:
     """Torch-Pruning cannot trace Hugging Face attention (transformers 5); a transformer encoder is pruned by
     `prune.heads`, which removes whole heads and feed-forward channels."""
-    attention = [name for name, m in model.named_modules() if all(hasattr(m, p) for p in ("query", "key", "value"))]
+    attention = [name for name, m in model.named_modules() if is_attention(m)]
     if attention:
         raise CompressbenchError(
             f"{step}: {attention[0]} is multi-head attention; prune a transformer's heads and feed-forward "

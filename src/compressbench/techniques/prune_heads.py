@@ -24,6 +24,7 @@ from torch import nn
 
 from compressbench.errors import CompressbenchError
 from compressbench.measure.size import count_macs
+from compressbench.models.transformer import heads_of, is_attention
 from compressbench.techniques.base import Candidate, Context, Technique, register_technique
 from compressbench.techniques.channels import check_equivalent, gradients_for_taylor
 from compressbench.techniques.pruning import FineTunedConfig, fine_tune
@@ -51,7 +52,7 @@ def encoder_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     blocks = []
     for name, module in model.named_modules():
         attention = getattr(getattr(module, "attention", None), "self", None)
-        if attention is not None and all(hasattr(attention, p) for p in ("query", "key", "value")):
+        if attention is not None and is_attention(attention):
             blocks.append((name, module))
     if not blocks:
         raise CompressbenchError(
@@ -87,7 +88,7 @@ def prune_block(block: nn.Module, heads_removed: list[int], channels_removed: li
     """Remove heads (by index) and FFN channels (by index) from one encoder block, in place."""
     attention = block.attention.self
     size = attention.attention_head_size
-    heads = attention.query.out_features // size
+    heads = heads_of(attention)
     if heads_removed:
         kept_heads = [h for h in range(heads) if h not in set(heads_removed)]
         rows = torch.tensor([h * size + i for h in kept_heads for i in range(size)])
@@ -125,7 +126,7 @@ class HeadPruning(Technique):
         for name, block in blocks:
             attention = block.attention.self
             size = attention.attention_head_size
-            heads = attention.query.out_features // size
+            heads = heads_of(attention)
             drop_heads = min(round(config.heads * heads), heads - 1)  # a layer keeps at least one head
             score = _scores(
                 [(getattr(attention, p).weight, 0) for p in ("query", "key", "value")]
@@ -155,6 +156,16 @@ class HeadPruning(Technique):
             heads_per_layer[name] = [heads, heads - len(dropped_heads)]
             channels_per_layer[name] = [width, width - len(dropped_channels)]
         model.zero_grad(set_to_none=True)
+        if not removed:
+            raise CompressbenchError(
+                f"{self.name}: heads {config.heads:g} and ffn {config.ffn:g} remove nothing from layers of "
+                f"{list(heads_per_layer.values())[0][0]} heads and {list(channels_per_layer.values())[0][0]} FFN "
+                "channels (each layer keeps at least one); ask for larger fractions"
+            )
+        if short := [n for n, (h, kept) in heads_per_layer.items() if h - kept < round(config.heads * h)]:
+            candidate.flags.append(
+                f"{self.name}: {len(short)} layer(s) kept one head rather than lose {config.heads:.0%} of their heads"
+            )
         before = copy.deepcopy(model)
         for block, dropped_heads, dropped_channels in plan:
             prune_block(block, dropped_heads, dropped_channels)
