@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 STUDY ?= studies/default.yaml
 OUT ?= runs/default
 
-.PHONY: setup study test bench lint data fashion-mnist fortunes browser clean
+.PHONY: setup study test test-all bench lint data fashion-mnist fortunes browser clean
 
 setup: $(STAMP)
 
@@ -63,8 +63,13 @@ study: $(STAMP)
 	@# A failed job is stored and reported; the report is written whatever the study's exit status.
 	$(BIN)/compressbench study $(STUDY) --out $(OUT); status=$$?; $(BIN)/compressbench report $(OUT) && exit $$status
 
+# The fast tier: every package, without the tests marked slow (a Ray cluster, a wheel build, kill and resume, real
+# training of more than a few seconds). test-all is everything: what CI runs. Both list their 15 slowest tests.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q --durations=15
 
 bench: $(STAMP)
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

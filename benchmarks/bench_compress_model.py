@@ -31,11 +31,11 @@ USER_CODE = textwrap.dedent(
 
 
     def build(spec, width=1.0):
-        return cb.build_model(cb.ModelConfig(name="resnet", width=width), spec)
+        return bench.build_model(cb.ModelConfig(name="resnet", width=width), spec)
 
 
     def fashion():
-        data = cb.load_dataset("fashion-mnist")  # normalised as the model was trained; taken as given from here on
+        data = bench.load_dataset("fashion-mnist")  # normalised as the model was trained; taken as given from here on
         return {"x_train": data.train.x, "y_train": data.train.y, "x_test": data.test.x, "y_test": data.test.y}
     """
 )

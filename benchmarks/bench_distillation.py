@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 import compressbench as cb
+import compressbench.bench as bench
 
 PARTS = ["table", "table-default-budget", "mlp", "resnet", "resnet-combine"]
 RESULTS = Path(__file__).parent / "results" / "distillation.json"
@@ -134,18 +135,18 @@ def part_mlp(cache: cb.Cache, seeds: list[int]) -> dict[str, Any]:
 def part_table(cache: cb.Cache, seeds: list[int], epochs: int | None, grid: list[tuple[float, float]]) -> dict:
     trained = cb.baseline(cb.DatasetConfig(name="fashion-mnist"), "mlp", seed=0, cache=cache)
     teacher, data, job = trained.module, trained.data, trained.job
-    teacher_test = cb.evaluate(teacher, data.test)
+    teacher_test = bench.evaluate(teacher, data.test)
     kd = cb.technique("distill.kd")
     cells = []
     for temperature, alpha in [(1.0, 0.0), *grid]:
         val, test = [], []
         for seed in seeds:
-            context = cb.Context(data=data, baseline=teacher, model=job.model, train_config=job.training, seed=seed,
+            context = bench.Context(data=data, baseline=teacher, model=job.model, train_config=job.training, seed=seed,
                                  cache=cache, latency=LATENCY)  # fmt: skip
             config = kd.Config(temperature=temperature, alpha=alpha, width=0.25, epochs=epochs)
             candidate = kd(config).apply(cb.Candidate(module=copy.deepcopy(teacher)), context)
-            val.append(cb.evaluate(candidate.module, data.val))
-            test.append(cb.evaluate(candidate.module, data.test))
+            val.append(bench.evaluate(candidate.module, data.val))
+            test.append(bench.evaluate(candidate.module, data.test))
         cell = {"temperature": temperature, "alpha": alpha, "val": spread(val), "test": spread(test)}
         cells.append(cell)
         label = "alone (control)" if alpha == 0 else f"T={temperature:g} alpha={alpha:g}"
@@ -188,7 +189,7 @@ def part_resnet(
     rows = []
     for seed in seeds:
         started = time.perf_counter()
-        context = cb.Context(data=data, baseline=teacher, model=job.model, train_config=teacher_training, seed=seed,
+        context = bench.Context(data=data, baseline=teacher, model=job.model, train_config=teacher_training, seed=seed,
                              cache=cache, latency=LATENCY)  # fmt: skip
         technique = kd(kd.Config(width=0.5, epochs=student_epochs))
         candidate = technique.apply(cb.Candidate(module=copy.deepcopy(teacher)), context)
@@ -245,7 +246,7 @@ def main() -> None:
     parser.add_argument("--teacher-threads", type=int, default=1, help="torch threads while the teacher trains")
     parser.add_argument("--student-threads", type=int, default=1, help="torch threads while the students train")
     args = parser.parse_args()
-    cache = cb.Cache(cb.default_cache_dir())
+    cache = cb.Cache(bench.default_cache_dir())
     for part in args.part or PARTS:
         started = time.perf_counter()
         saved: dict[str, Any] = {}
@@ -272,7 +273,7 @@ def main() -> None:
             saved["resnet"] = combine_resnet()
         saved[part]["seconds"] = time.perf_counter() - started
         saved["latency_settings"] = LATENCY.model_dump(mode="json")
-        saved["environment"] = cb.environment()
+        saved["environment"] = bench.environment()
         # Read just before writing: parts may run in parallel processes; each replaces only its own key.
         merged = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
         merged.update(saved)

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 import compressbench as cb
+import compressbench.bench as bench
 
 RESULTS = Path(__file__).parent / "results" / "pruning.json"
 DATASET = cb.DatasetConfig(name="fashion-mnist")
@@ -112,7 +113,7 @@ def sensitivity_vs_uniform(cache: cb.Cache, seeds: list[int], ratio: float, epoc
     trained = cb.baseline(DATASET, "resnet", training=training_for("resnet"), cache=cache)
     baseline, data, job = trained.module, trained.data, trained.job
     shape = data.spec.input_shape
-    base_accuracy = cb.evaluate(baseline, data.test)
+    base_accuracy = bench.evaluate(baseline, data.test)
     rows: dict[str, list[dict]] = {"uniform": [], "sensitivity": []}
     for seed in seeds:
         for mode in ("uniform", "sensitivity"):
@@ -125,7 +126,7 @@ def sensitivity_vs_uniform(cache: cb.Cache, seeds: list[int], ratio: float, epoc
                 "fine_tune_lr": 0.02,
             }
             step = cb.load_recipe({"name": mode, "steps": [options]}).steps[0]
-            context = cb.Context(
+            context = bench.Context(
                 data=data,
                 baseline=baseline,
                 model=job.model,
@@ -139,8 +140,8 @@ def sensitivity_vs_uniform(cache: cb.Cache, seeds: list[int], ratio: float, epoc
             rows[mode].append(
                 {
                     "seed": seed,
-                    "test_accuracy": cb.evaluate(candidate.module, data.test),
-                    "macs_kept": cb.count_macs(candidate.module, shape) / cb.count_macs(baseline, shape),
+                    "test_accuracy": bench.evaluate(candidate.module, data.test),
+                    "macs_kept": bench.count_macs(candidate.module, shape) / bench.count_macs(baseline, shape),
                     "channels": record["channels"],
                     "allocated": record.get("sensitivity", {}).get("allocated"),
                     "seconds": time.perf_counter() - started,
@@ -186,7 +187,7 @@ def main() -> None:
     torch.set_num_threads(1)
     parts = set(args.only.split(","))
     latency = cb.LatencySettings(threads=1, batch_sizes=(1, 256))
-    cache = cb.Cache(cb.default_cache_dir())
+    cache = cb.Cache(bench.default_cache_dir())
     report = {"settings": latency.model_dump(), "cache": str(cache.root)}
     if "mlp" in parts:
         report["mlp_magnitude"] = side_by_side("mlp", MLP_RECIPE, cache, latency)
@@ -198,7 +199,7 @@ def main() -> None:
         report["resnet_sensitivity_vs_uniform"] = sensitivity_vs_uniform(
             cache, list(range(args.seeds)), 0.5, args.sensitivity_epochs
         )
-    report["environment"] = cb.environment()
+    report["environment"] = bench.environment()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     # Parts may run as separate processes: merge into what is on disk now, not what was there at the start.
     latest = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}

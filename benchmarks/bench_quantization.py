@@ -28,6 +28,7 @@ import numpy as np
 import onnx
 
 import compressbench as cb
+import compressbench.bench as bench
 
 os.environ.setdefault("COMPRESSBENCH_PROGRESS", "off")
 RESULTS = Path(__file__).parent / "results" / "quantization.json"
@@ -118,10 +119,10 @@ def denormal_check(model: str) -> list[dict]:
     int8 speed-up is the fp32 kernels slowing down on denormal intermediate values."""
     trained = cb.baseline(DATASET, model, training=training(model))
     baseline, data = trained.module, trained.data
-    fp32 = cb.export_onnx(baseline, data.spec.input_shape)
-    int8 = cb.quantize_dynamic_graph("bench", fp32, ["MatMul", "Gemm"], [], False, "int8")
+    fp32 = bench.export_onnx(baseline, data.spec.input_shape)
+    int8 = bench.quantize_dynamic_graph("bench", fp32, ["MatMul", "Gemm"], [], False, "int8")
     sessions = [FlushedSession(fp32, False), FlushedSession(fp32, True), FlushedSession(int8, False)]
-    plain, flushed, dynamic = cb.measure_latency_interleaved(sessions, data.test.x[:256], LATENCY)
+    plain, flushed, dynamic = bench.measure_latency_interleaved(sessions, data.test.x[:256], LATENCY)
     row = {"model": model, "recipe": "denormal check", "fp32_ms": {b: s.p50_ms for b, s in plain.items()},
            "fp32_flushed_ms": {b: s.p50_ms for b, s in flushed.items()},
            "int8_dynamic_ms": {b: s.p50_ms for b, s in dynamic.items()}}  # fmt: skip
@@ -153,18 +154,18 @@ def calibration_ablation(model: str) -> list[dict]:
     """Test accuracy of static int8 (every layer, per-channel U8S8) by calibration method and size."""
     trained = cb.baseline(DATASET, model, training=training(model))
     baseline, data = trained.module, trained.data
-    graph, _ = cb.preprocess("bench", cb.export_onnx(baseline, data.spec.input_shape))
-    fp32 = cb.measure_accuracy(cb.open_session(graph, "onnxruntime"), data.test).accuracy
+    graph, _ = bench.preprocess("bench", bench.export_onnx(baseline, data.spec.input_shape))
+    fp32 = bench.measure_accuracy(bench.open_session(graph, "onnxruntime"), data.test).accuracy
     rows = []
     for method in ("minmax", "percentile", "entropy"):
         for size in (64, 512):
             started = time.perf_counter()
-            quantized = cb.quantize_static_graph(
+            quantized = bench.quantize_static_graph(
                 "bench", graph, data.calibration.x[:size], op_types=None, exclude=[], per_channel=True,
                 activation_type="uint8", weight_type="int8", reduce_range=False, calibration_method=method,
             )  # fmt: skip
             seconds = time.perf_counter() - started
-            accuracy = cb.measure_accuracy(cb.open_session(quantized, "onnxruntime"), data.test).accuracy
+            accuracy = bench.measure_accuracy(bench.open_session(quantized, "onnxruntime"), data.test).accuracy
             scales = activation_scales(quantized)
             row = {"model": model, "method": method, "calibration_samples": size, "fp32_accuracy": fp32,
                    "accuracy": accuracy, "accuracy_drop_pt": (fp32 - accuracy) * 100, "quantize_seconds": seconds,
@@ -231,7 +232,7 @@ def main() -> None:
         new = {key(row) for row in rows}
         old = [row for row in saved.setdefault("sections", {}).get(name, []) if key(row) not in new]
         saved["sections"][name] = old + rows
-        saved.update({"settings": LATENCY.model_dump(), "environment": cb.environment()})
+        saved.update({"settings": LATENCY.model_dump(), "environment": bench.environment()})
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(saved, indent=1, default=str))
     print(f"saved {RESULTS}")

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import compressbench as cb
+import compressbench.bench as bench
 
 CASES = [
     ("fashion-mnist", "mlp"),
@@ -38,10 +39,10 @@ def main() -> None:
         trained = cb.baseline(dataset, model, training=training)
         baseline, data, meta = trained.module, trained.data, trained.meta
         sessions = [
-            cb.open_session(cb.export_onnx(baseline, data.spec.input_shape), "onnxruntime"),
-            cb.open_session(baseline, "torch"),
+            bench.open_session(bench.export_onnx(baseline, data.spec.input_shape), "onnxruntime"),
+            bench.open_session(baseline, "torch"),
         ]
-        ort_stats, torch_stats = cb.measure_latency_interleaved(sessions, data.test.x[:256], latency)
+        ort_stats, torch_stats = bench.measure_latency_interleaved(sessions, data.test.x[:256], latency)
         result = cb.compress(dataset, model, "quant.dynamic", training=training, measure=measure)
         row = {
             "dataset": dataset,

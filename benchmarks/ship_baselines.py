@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import compressbench as cb
+import compressbench.bench as bench
 
 PAIRS = [
     ("digits", "mlp"),
@@ -35,8 +36,8 @@ def ship(dataset: str, model: str, scratch: Path) -> str:
     cache = cb.Cache(scratch, shipped=None)
     started = time.perf_counter()
     trained = cb.baseline(dataset, model, cache=cache, retrain_baselines=True)
-    accuracy = cb.evaluate(trained.module, trained.data.test)
-    environment = cb.environment()
+    accuracy = bench.evaluate(trained.module, trained.data.test)
+    environment = bench.environment()
     cache.ship(
         trained.meta["key"],
         DESTINATION,

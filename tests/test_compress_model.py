@@ -19,9 +19,10 @@ from typer.testing import CliRunner
 import compressbench as cb
 from compressbench import CompressbenchError
 from compressbench.cli import app
-from compressbench.deploy import _shortlist
 from compressbench.runner import job as job_module
+from compressbench.techniques import Need
 from compressbench.weights import file_sha256, read_weights
+from compressbench.workflows.compress_model import _shortlist
 
 USER_CODE = textwrap.dedent(
     """
@@ -134,13 +135,15 @@ def test_evaluation_data_only_calibrates_on_samples_kept_apart_from_the_measured
 
 
 def test_auto_fits_the_input():
-    training = [_name(r) for r in _shortlist("auto", has_train=True, distillable=True)]
-    evaluation_only = [_name(r) for r in _shortlist("auto", has_train=False, distillable=True)]
+    factory = {Need.TORCH_MODULE, Need.NO_ATTENTION_LAYERS, Need.WIDTH_FACTORY}
+    training = [_name(r) for r in _shortlist("auto", frozenset({*factory, Need.TRAIN_SPLIT}))[0]]
+    evaluation_only = [_name(r) for r in _shortlist("auto", frozenset(factory))[0]]
     assert {"none", "quant.dynamic", "quant.static", "prune.channels-50", "prune+quant", "distill.kd-half"} <= set(
         training
     )
     assert not any(name.startswith(("prune", "distill")) for name in evaluation_only)
-    assert "distill.kd-half" not in [_name(r) for r in _shortlist("auto", has_train=True, distillable=False)]
+    no_width = frozenset({Need.TORCH_MODULE, Need.NO_ATTENTION_LAYERS, Need.TRAIN_SPLIT})
+    assert "distill.kd-half" not in [_name(r) for r in _shortlist("auto", no_width)[0]]
 
 
 def _name(recipe) -> str:
@@ -260,6 +263,7 @@ def test_an_onnx_model_is_quantized_as_given(user, user_onnx, tmp_path):
         assert manifest["artifact"]["inputs"]["inputs"][0]["name"] == "pixels"
 
 
+@pytest.mark.slow
 def test_recipes_search_runs_the_searchs_best_recipes_and_keeps_its_report(user, tmp_path, monkeypatch):
     monkeypatch.setattr(job_module, "train", lambda *a, **k: pytest.fail("the user's model was trained"))
     out = tmp_path / "out"

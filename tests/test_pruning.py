@@ -206,6 +206,7 @@ def test_channel_pruning_really_shrinks_lenet_and_keeps_the_classifier(lenet):
     assert model.features[0].out_channels == 6, "the baseline is untouched"
 
 
+@pytest.mark.slow
 def test_channel_pruning_keeps_a_residual_resnet_consistent(resnet):
     data, model, context = resnet
     candidate = run_step(

@@ -21,7 +21,7 @@ from ray.cluster_utils import Cluster
 
 import compressbench as cb
 from compressbench.measure.compare import MeasureSettings
-from compressbench.searching import search
+from compressbench.workflows.search import search
 
 SMOKE = Path(__file__).parent.parent / "studies" / "smoke.yaml"
 ON_TARGET = cb.ExecutorSettings(kind="ray", measure_on="target")
@@ -45,6 +45,7 @@ def _study(tmp_path: Path, epochs: int):
     return spec.model_copy(update={"training": {"mlp": {"epochs": epochs}, "lenet5": {"epochs": epochs}}})
 
 
+@pytest.mark.slow
 def test_the_smoke_study_runs_on_two_nodes_and_is_timed_on_the_target_node(cluster, tmp_path):
     counts = cb.run_study(SMOKE, tmp_path, executor=ON_TARGET)
     runs = cb.stored_runs(tmp_path)
@@ -55,6 +56,7 @@ def test_the_smoke_study_runs_on_two_nodes_and_is_timed_on_the_target_node(clust
     assert cb.run_study(SMOKE, tmp_path, executor=ON_TARGET)["stored_before"] == 4
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_job_is_retried_and_nothing_is_lost_or_repeated(cluster, tmp_path):
     killed: list[int] = []
 
@@ -81,6 +83,7 @@ def test_a_worker_killed_mid_job_is_retried_and_nothing_is_lost_or_repeated(clus
     assert all(run.status == "ok" for run in runs)
 
 
+@pytest.mark.slow
 def test_the_same_keys_store_the_same_accuracies_as_locally(cluster, tmp_path):
     spec = _study(tmp_path, epochs=5)
     cb.run_study(spec, tmp_path / "local", cache=cb.Cache(tmp_path / "cache-local"))
@@ -93,6 +96,7 @@ def test_the_same_keys_store_the_same_accuracies_as_locally(cluster, tmp_path):
     assert len(local) == 4 and local == on_ray  # baselines trained apart (two caches), to the same weights
 
 
+@pytest.mark.slow
 def test_a_search_runs_its_trials_on_the_cluster(cluster, tmp_path):
     measure = MeasureSettings(runtime="onnxruntime", target_batch=32, latency=FAST_LATENCY)
     outcome = search("digits", "mlp", out=tmp_path, trials=3, plans=["quant"], batch=32, measure=measure,
@@ -130,6 +134,7 @@ def digits():
 """
 
 
+@pytest.mark.slow
 def test_compress_hands_back_the_artifact_its_target_node_measured(cluster, tmp_path):
     import torch
     from safetensors.torch import save_file

@@ -76,7 +76,10 @@ def test_a_module_step_after_a_graph_step_is_refused_naming_both_steps():
         load_recipe({"name": "twice", "steps": steps})
 
 
-@pytest.mark.parametrize("name", ["deep-compression", "distill+quant", "prune+quant", "distill+prune+quant"])
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param("deep-compression", marks=pytest.mark.slow), "distill+quant", "prune+quant", "distill+prune+quant"],
+)
 def test_every_built_in_hybrid_runs_end_to_end(name):
     from conftest import FAST_MEASURE, QUICK_TRAINING
 

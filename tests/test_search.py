@@ -16,7 +16,8 @@ from conftest import FAST_LATENCY
 
 import compressbench as cb
 from compressbench.measure.compare import MeasureSettings
-from compressbench.searching import SearchSpace, search
+from compressbench.workflows.search import search
+from compressbench.workflows.search_space import SearchSpace
 
 MEASURE = MeasureSettings(runtime="onnxruntime", target_batch=32, latency=FAST_LATENCY)
 OPTIONS = {"batch": 32, "measure": MEASURE}
@@ -64,7 +65,7 @@ WORKER = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from conftest import FAST_LATENCY
     from compressbench.measure.compare import MeasureSettings
-    from compressbench.searching import search
+    from compressbench.workflows.search import search
 
     measure = MeasureSettings(runtime="onnxruntime", target_batch=32, latency=FAST_LATENCY)
     search("digits", "mlp", out={out!r}, trials={trials}, batch=32, measure=measure)
@@ -85,6 +86,7 @@ def fast_heartbeat(monkeypatch):
     return env
 
 
+@pytest.mark.slow
 def test_a_killed_search_resumes_without_losing_or_repeating_a_trial(tmp_path, fast_heartbeat):
     worker = _worker(tmp_path, 4, fast_heartbeat)
     deadline = time.monotonic() + 240
@@ -105,6 +107,7 @@ def test_a_killed_search_resumes_without_losing_or_repeating_a_trial(tmp_path, f
         assert db.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM runs").fetchone()[0] == len(set(keys)) + 1
 
 
+@pytest.mark.slow
 def test_two_workers_on_one_storage_lose_and_duplicate_nothing(tmp_path, fast_heartbeat):
     env = {**fast_heartbeat, "COMPRESSBENCH_MACHINE_LOCK": str(tmp_path / "machine.lock")}
     workers = [_worker(tmp_path, 4, env) for _ in range(2)]
@@ -118,6 +121,7 @@ def test_two_workers_on_one_storage_lose_and_duplicate_nothing(tmp_path, fast_he
     assert {t.user_attrs["key"] for t in complete} <= stored
 
 
+@pytest.mark.slow
 def test_a_size_search_starts_from_deep_compression_and_reports_its_front(tmp_path):
     plans = ["quant", "deep-compression"]
     space = SearchSpace.for_model(trains=True, runtime="onnxruntime", objective="size", plans=plans)

@@ -112,12 +112,13 @@ def test_a_run_stored_by_an_earlier_version_loads_and_renders_as_it_was_written(
 
 
 def test_the_family_table_for_old_rows_agrees_with_the_techniques_themselves():
-    """Old rows get their steps' families from a table in the store (which may not import techniques): it must say
-    what each technique class declares, for every built-in technique."""
+    """Old rows get their steps' families from a table in the store (which may not import techniques): each name it
+    lists is a registered technique of that family. A technique added since needs no entry (its rows carry a family)."""
     from compressbench.store import LEGACY_FAMILIES
     from compressbench.techniques import techniques
 
-    assert {name: techniques.get(name).family for name in techniques.names()} == LEGACY_FAMILIES
+    registered = {name: techniques.get(name).family for name in techniques.names()}
+    assert LEGACY_FAMILIES.items() <= registered.items()
 
 
 def test_a_shipped_baseline_is_found_by_the_key_a_local_training_would_use(tmp_path):

@@ -9,8 +9,8 @@ import pytest
 from compressbench import load_results, run_study
 from compressbench.errors import CompressbenchError
 from compressbench.reporting import write_report
-from compressbench.runner.study import load_study, plan
 from compressbench.store import Store
+from compressbench.workflows.study import load_study, plan
 
 SMOKE = Path(__file__).parents[1] / "studies" / "smoke.yaml"
 
@@ -129,6 +129,7 @@ def test_bad_study_files_name_the_field(tmp_path):
         plan(load_study(spec))
 
 
+@pytest.mark.slow
 def test_a_killed_study_resumes_without_half_rows_or_recomputation(tmp_path):
     spec = tmp_path / "long.yaml"
     spec.write_text(

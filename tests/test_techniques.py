@@ -53,7 +53,10 @@ def cpu_with_every_instruction(monkeypatch):
     monkeypatch.setattr(precision, "cpu_info", lambda: {"model": "simulated", "cores": 2, "flags": flags})
 
 
-@pytest.mark.parametrize("name", list_techniques())
+# Head pruning needs the trained transformer (9 s); the fast tier covers it in test_transformers.py.
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "prune.heads" else n for n in list_techniques()]
+)
 def test_every_technique_applies_exports_and_measures(name, request, cpu_with_every_instruction):
     data, baseline, context = request.getfixturevalue("trained_transformer" if name in TRANSFORMER_ONLY else "trained")
     original = copy.deepcopy(baseline.state_dict())

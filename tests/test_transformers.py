@@ -97,12 +97,12 @@ def test_value_models_and_text_models_refuse_the_other_data(tokens):
     [
         ("quant.dynamic", "onnxruntime"),
         ("quant.static", "onnxruntime"),
-        ("quant.nncf", "openvino"),
-        ("quant.qat", "onnxruntime"),
-        ("prune.magnitude", "onnxruntime"),
+        pytest.param("quant.nncf", "openvino", marks=pytest.mark.slow),
+        pytest.param("quant.qat", "onnxruntime", marks=pytest.mark.slow),
+        pytest.param("prune.magnitude", "onnxruntime", marks=pytest.mark.slow),
         ({"technique": "prune.heads", "heads": 0.5, "ffn": 0.5}, "onnxruntime"),
         ({"technique": "distill.kd", "width": 1, "depth": 1, "hidden_weight": 1.0, "control": False}, "onnxruntime"),
-        ({"technique": "quant.weight_sharing"}, "onnxruntime"),
+        pytest.param({"technique": "quant.weight_sharing"}, "onnxruntime", marks=pytest.mark.slow),
     ],
     ids=lambda v: v if isinstance(v, str) else v["technique"],
 )
@@ -121,6 +121,7 @@ def test_every_technique_family_runs_on_the_small_transformer(recipe, runtime):
         assert -1 <= fidelity["cosine_mean"] <= 1 and 0 <= fidelity["top_k_agreement"] <= 1
 
 
+@pytest.mark.slow
 def test_a_hybrid_prunes_heads_then_quantizes_to_int8():
     recipe = {
         "name": "heads+int8",

@@ -226,9 +226,10 @@ def test_channel_pruning_refuses_a_recurrent_layer_by_name(user, tmp_path):
 def test_a_static_int8_transformer_names_the_node_where_shape_inference_gave_up():
     """ONNX Runtime's symbolic shape inference fails on attention's run-time Reshape; quantization goes on without it
     and the record says so."""
+    from compressbench.runtime import export_onnx
     from compressbench.techniques.quant_static import preprocess
 
-    graph, done = preprocess("quant.static", cb.export_onnx(TinyTransformer().eval(), (2, 12)))
+    graph, done = preprocess("quant.static", export_onnx(TinyTransformer().eval(), (2, 12)))
     assert done.startswith("graph optimisation only (symbolic shape inference failed at node")
     assert "(Reshape, layer encoder.layers.0.self_attn)" in done
     assert len(graph.graph.node) > 0

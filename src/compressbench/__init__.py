@@ -10,7 +10,9 @@ The public API (the CLI and the benchmarks use nothing else)::
     cb.report("runs/default"); cb.recommend("runs/default", max_accuracy_drop=1.0)
     cb.compress_model("my.py:build", "my.py:data", weights="w.safetensors", out="compressed/")  # your model
 
-Names are imported on first use, so `import compressbench` stays fast and pulls in no runtime.
+Names are imported on first use, so `import compressbench` stays fast and pulls in no runtime. The pieces the
+benchmarks compose by hand (export, sessions, interleaved timing, the int8 graph quantizers) are in the unstable
+`compressbench.bench`, not here.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from compressbench.version import __version__ as __version__
 
 _EXPORTS = {
     # verbs
@@ -38,43 +40,28 @@ _EXPORTS = {
     "default_training": "compressbench.api",
     "download_dataset": "compressbench.api",
     "Baseline": "compressbench.api",
-    "compress_model": "compressbench.deploy",
-    "verify": "compressbench.deploy",
-    "CompressOutcome": "compressbench.deploy",
-    "search": "compressbench.searching",
-    "search_workers": "compressbench.searching",
-    "SearchOutcome": "compressbench.searching",
+    "compress_model": "compressbench.workflows.compress_model",
+    "verify": "compressbench.workflows.verify",
+    "CompressOutcome": "compressbench.workflows.compress_model",
+    "search": "compressbench.workflows.search",
+    "search_workers": "compressbench.workflows.search",
+    "SearchOutcome": "compressbench.workflows.search",
     # config and result types
     "DatasetConfig": "compressbench.data",
     "DataBundle": "compressbench.data",
-    "load_dataset": "compressbench.data",
     "ModelConfig": "compressbench.models",
-    "build_model": "compressbench.models",
     "TrainConfig": "compressbench.training",
     "MeasureSettings": "compressbench.measure.compare",
     "ExecutorSettings": "compressbench.runner.executors",
-    "StudySpec": "compressbench.runner.study",
+    "StudySpec": "compressbench.workflows.study",
     "LatencySettings": "compressbench.measure.latency",
     "Recipe": "compressbench.recipes",
     "load_recipe": "compressbench.recipes",
     "RunResult": "compressbench.results",
     "Metrics": "compressbench.results",
     "Candidate": "compressbench.artifacts",
-    "Context": "compressbench.techniques",
     "Cache": "compressbench.cache",
     "CompressbenchError": "compressbench.errors",
-    # measuring pieces the benchmarks compose
-    "export_onnx": "compressbench.runtime",
-    "open_session": "compressbench.runtime",
-    "measure_accuracy": "compressbench.measure",
-    "measure_latency_interleaved": "compressbench.measure",
-    "count_macs": "compressbench.measure.size",
-    "environment": "compressbench.measure",
-    "evaluate": "compressbench.training",
-    "default_cache_dir": "compressbench.cache",
-    "preprocess": "compressbench.techniques.quant_static",
-    "quantize_static_graph": "compressbench.techniques.quant_static",
-    "quantize_dynamic_graph": "compressbench.techniques.quant_dynamic",
 }
 
 

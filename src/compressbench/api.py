@@ -17,6 +17,7 @@ from compressbench.errors import CompressbenchError
 from compressbench.measure.compare import MeasureSettings, measure_candidates
 from compressbench.models import ModelConfig
 from compressbench.results import Metrics, RunResult
+from compressbench.runner.drive import Policy, drive
 from compressbench.runner.job import JobConfig, make_job, run_job, trained_baseline
 from compressbench.store import Run, Store
 from compressbench.training import TrainConfig, default_train_config
@@ -24,12 +25,12 @@ from compressbench.training import TrainConfig, default_train_config
 if TYPE_CHECKING:
     import pandas as pd
 
+    from compressbench.ranking import Recommendation
     from compressbench.recipes import Recipe
-    from compressbench.reporting import Recommendation
     from compressbench.runner.executors import ExecutorSettings
-    from compressbench.runner.study import StudySpec
     from compressbench.techniques import Technique
     from compressbench.techniques.sensitivity import SensitivityCurves
+    from compressbench.workflows.study import StudySpec
 
 
 def compress(
@@ -53,14 +54,20 @@ def compress(
     is measured again, replacing a stored one.
     """
     job = make_job(dataset, model, recipe, seed=seed, training=training, measure=measure)
-    results = Store(store) if store else None
-    stored = results.get(job.key()) if results and not retrain_baselines else None
-    if stored and stored.status == "ok" and stored.result and (stored.result.stages or not measure_every_step):
-        return stored.result
-    result = run_job(job, _cache(cache, retrain_baselines), measure_every_step=measure_every_step)
-    if results:
-        results.put(job.key(), job.identity(), result=result)
-    return result
+    if not store:
+        return run_job(job, _cache(cache, retrain_baselines), measure_every_step=measure_every_step)
+    # Failures are raised, not stored, and run again next time; a stored run counts unless the baseline is to be
+    # retrained or the stages are asked for and it has none.
+    policy = Policy(
+        rerun_failed=True,
+        store_failures=False,
+        reuse=lambda run: not retrain_baselines and (bool(run.result.stages) or not measure_every_step),
+    )
+    outcome = drive([job], Store(store), _cache(cache, retrain_baselines), policy,
+                    measure_every_step=measure_every_step)[0]  # fmt: skip
+    if outcome.result is None:
+        raise outcome.exception or CompressbenchError(outcome.error or f"{job.recipe['name']} failed")
+    return outcome.result
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,7 @@ def technique(name: str) -> type[Technique]:
 
 
 def load_study(path: Path | str) -> StudySpec:
-    from compressbench.runner.study import load_study as _load_study
+    from compressbench.workflows.study import load_study as _load_study
 
     return _load_study(path)
 
@@ -125,8 +132,8 @@ def run_study(
     """Run a study file; every run lands in `out/results.db`; runs already stored are skipped. With
     `retrain_baselines` (or the study's own `retrain_baselines: true`), the baselines of the jobs that run are trained
     afresh rather than taken from the cache or the shipped ones. `executor` runs the jobs on Ray instead of here."""
-    from compressbench.runner.study import load_study as _load_study
-    from compressbench.runner.study import run_study as _run_study
+    from compressbench.workflows.study import load_study as _load_study
+    from compressbench.workflows.study import run_study as _run_study
 
     spec = spec if not isinstance(spec, Path | str) else _load_study(spec)
     return _run_study(spec, out, _cache(cache, retrain_baselines or spec.retrain_baselines), executor)
@@ -164,8 +171,8 @@ def recommend(
     batch: int = 256,
 ) -> list[Recommendation]:
     """Per (dataset, model): the recipe and runtime that best meet the objective within budget, and the runner-up."""
-    from compressbench.reporting import recommend as choose
-    from compressbench.reporting import summarise_runs
+    from compressbench.ranking import recommend as choose
+    from compressbench.ranking import summarise_runs
 
     return choose(summarise_runs(stored_runs(out)), max_accuracy_drop, objective, batch)
 

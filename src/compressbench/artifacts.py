@@ -1,15 +1,21 @@
 """What a runtime serves, typed, and the candidate that carries it through a recipe.
 
-An artifact is a torch module, an ONNX graph or an OpenVINO model. Each kind registers how it is recognised and
-how its deployable bytes are written; each runtime (`compressbench.runtime`) names the kinds it opens. Checking a
-recipe against a runtime, opening sessions and counting size all read these two registries, so a new runtime or
-artifact kind is one file plus its registration. This module is a leaf: it imports no other layer.
+An artifact is a torch module, an ONNX graph or an OpenVINO model. Each kind registers everything done with it
+that depends on what it is: how it is recognised, its deployable bytes, the files it is handed back as (written and
+loaded again), its inputs and outputs, and the same model cut at an inner tensor (the sentence embedding of a text
+classifier). Each runtime (`compressbench.runtime`) names the kinds it opens. Checking a recipe against a runtime,
+opening sessions, counting size, writing what compress hands back, `verify` and the embedding reader all go through
+these two registries, and no module outside a kind's own file branches on a kind: a new runtime or artifact kind is
+one file plus its registration. This module is a leaf: it imports no other layer. The torch and ONNX kinds are
+here; OpenVINO's is registered by its runtime (`compressbench.runtime.openvino`).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import onnx
@@ -27,6 +33,12 @@ class ArtifactKind:
     description: str  # as a sentence needs it: "a torch module"
     recognises: Callable[[Any], bool]
     serialise: Callable[[Any], bytes]  # the bytes of the file a deployer ships: what size is counted on
+    write: Callable[[Any, Path], list[str]]  # the deployable files, written into a folder; returns their names
+    load: Callable[[Path], Any]  # the artifact from a folder `write` filled (refused, with why, where it cannot be)
+    describe: Callable[[Any], dict[str, Any]]  # {"inputs": [...], "outputs": [...]}: name, shape, dtype of each
+    cut: Callable[[Any, str], Any]  # the same model giving the named inner tensor as its output
+    # Kinds the measuring code turns this one into for a runtime that does not open it (a module: its ONNX export).
+    reaches: tuple[str, ...] = ()
     # For a kind that does not pickle (an OpenVINO model): to and from a picklable form, to travel between processes.
     pack: Callable[[Any], Any] | None = None
     unpack: Callable[[Any], Any] | None = None
@@ -69,6 +81,11 @@ def is_onnx(artifact: Any) -> bool:
     return isinstance(artifact, onnx.ModelProto)
 
 
+def read_artifact(folder: Path, kind: str) -> Any:
+    """The artifact a kind's `write` left in `folder`."""
+    return artifact_kinds.get(kind).load(folder)
+
+
 def _module_bytes(module: nn.Module) -> bytes:
     """A torch module ships as its state dict in safetensors (no pickle), tied weights stored once."""
     from safetensors.torch import save
@@ -79,8 +96,95 @@ def _module_bytes(module: nn.Module) -> bytes:
     return save(dict(unique.values()))
 
 
-register_artifact_kind(ArtifactKind(TORCH, "a torch module", lambda a: isinstance(a, nn.Module), _module_bytes))
-register_artifact_kind(ArtifactKind(ONNX, "an ONNX graph", is_onnx, lambda proto: proto.SerializeToString()))
+def _write_module(module: nn.Module, folder: Path) -> list[str]:
+    (folder / "model.safetensors").write_bytes(_module_bytes(module))
+    return ["model.safetensors"]
+
+
+def _load_module(folder: Path) -> nn.Module:
+    raise CompressbenchError(
+        f"{folder / 'model.safetensors'}: a torch module's weights need its code to run; only graph artifacts "
+        "(ONNX, OpenVINO) load on their own"
+    )
+
+
+class Embedder(nn.Module):
+    """A text classifier whose forward gives its sentence embedding (`embed`): the torch form of a cut model."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        return self.module.embed(x)
+
+
+def _cut_module(module: nn.Module, tensor: str) -> nn.Module:
+    if not hasattr(module, "embed"):
+        raise CompressbenchError(f"{type(module).__name__} has no embed(): no inner output to read from it")
+    return Embedder(module)
+
+
+def _write_onnx(proto: onnx.ModelProto, folder: Path) -> list[str]:
+    onnx.save(proto, folder / "model.onnx")
+    return ["model.onnx"]
+
+
+def _describe_onnx(proto: onnx.ModelProto) -> dict[str, Any]:
+    """Graph inputs (initializers that older exporters list as inputs left out) and outputs; a dynamic axis by name."""
+
+    def described(values) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": v.name,
+                "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
+                "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+            }
+            for v in values
+        ]
+
+    initializers = {i.name for i in proto.graph.initializer}
+    return {
+        "inputs": described([v for v in proto.graph.input if v.name not in initializers]),
+        "outputs": described(proto.graph.output),
+    }
+
+
+def _cut_onnx(proto: onnx.ModelProto, tensor: str) -> onnx.ModelProto:
+    produced = {output for node in proto.graph.node for output in node.output}
+    if tensor not in produced:
+        raise CompressbenchError(f"the ONNX graph has no tensor {tensor!r} to read")
+    cut = copy.deepcopy(proto)
+    del cut.graph.output[:]
+    cut.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+    return cut
+
+
+register_artifact_kind(
+    ArtifactKind(
+        TORCH,
+        "a torch module",
+        lambda a: isinstance(a, nn.Module),
+        _module_bytes,
+        write=_write_module,
+        load=_load_module,
+        describe=lambda _: {"inputs": "the torch module's forward(x), as the loader returns x", "outputs": "logits"},
+        cut=_cut_module,
+        reaches=(ONNX,),
+    )
+)
+register_artifact_kind(
+    ArtifactKind(
+        ONNX,
+        "an ONNX graph",
+        is_onnx,
+        lambda proto: proto.SerializeToString(),
+        write=_write_onnx,
+        load=lambda folder: onnx.load(folder / "model.onnx"),
+        describe=_describe_onnx,
+        cut=_cut_onnx,
+    )
+)
 
 
 @dataclass
@@ -126,12 +230,14 @@ __all__ = [
     "TORCH",
     "ArtifactKind",
     "Candidate",
+    "Embedder",
     "Packed",
     "artifact_kinds",
     "describe_kind",
     "is_onnx",
     "kind_of",
     "pack",
+    "read_artifact",
     "register_artifact_kind",
     "unpack",
 ]

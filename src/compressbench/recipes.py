@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,11 @@ from compressbench.artifacts import TORCH, describe_kind
 from compressbench.errors import CompressbenchError
 from compressbench.files import read_yaml_mapping
 from compressbench.registry import unknown_name_message
-from compressbench.techniques import Technique, TechniqueConfig, techniques
+from compressbench.techniques import Need, Technique, TechniqueConfig, techniques
 
 RECIPE_DIR = Path(__file__).parent / "recipe_files"
+# Not a recipe: the named recipes without a file of their own, and the workflows' shortlists (see the file).
+TABLE = RECIPE_DIR / "shortlists.yaml"
 NO_COMPRESSION = "none"
 
 
@@ -35,6 +38,9 @@ class Step:
             **self.config.model_dump(mode="json"),
         }
 
+    def needs(self) -> frozenset[Need]:
+        return self.technique.needs_for(self.config)
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -45,13 +51,45 @@ class Recipe:
         """The full recipe with every default filled in: what a stored run keeps and what its key hashes."""
         return {"name": self.name, "steps": [step.canonical() for step in self.steps]}
 
+    def needs(self) -> frozenset[Need]:
+        """What its steps need of the input (a train split, attention layers, ...): what a shortlist filters on."""
+        return frozenset().union(*(step.needs() for step in self.steps))
+
 
 def builtin_recipes() -> dict[str, Path]:
-    return {path.stem: path for path in sorted(RECIPE_DIR.glob("*.yaml"))}
+    """The recipe files shipped with the package, by name (the shortlists table is not one)."""
+    return {path.stem: path for path in sorted(RECIPE_DIR.glob("*.yaml")) if path != TABLE}
+
+
+def named_recipes() -> dict[str, dict[str, Any]]:
+    """The table's named recipes (those without a file of their own), by name, each a dict of a recipe file's shape."""
+    return {name: {"name": name, **entry} for name, entry in _table()["recipes"].items()}
+
+
+def shortlist_names(shortlist: str) -> list[str]:
+    """A shortlist of the table (`auto`, `search`): recipe names, in order."""
+    shortlists = _table()["shortlists"]
+    if shortlist not in shortlists:
+        raise CompressbenchError(unknown_name_message("shortlist", shortlist, list(shortlists)))
+    return list(shortlists[shortlist])
+
+
+@cache
+def _table() -> dict[str, Any]:
+    document = read_yaml_mapping(TABLE, "recipe table", expected="a mapping with 'recipes' and 'shortlists'")
+    recipes, shortlists = document.get("recipes"), document.get("shortlists")
+    if not isinstance(recipes, dict) or not all(isinstance(entry, dict) for entry in recipes.values()):
+        raise CompressbenchError(f"{TABLE}: 'recipes' must map each name to a recipe (description, steps)")
+    if not isinstance(shortlists, dict) or not all(isinstance(names, list) for names in shortlists.values()):
+        raise CompressbenchError(f"{TABLE}: 'shortlists' must map each shortlist to a list of recipe names")
+    clash = sorted(set(recipes) & (set(builtin_recipes()) | set(techniques.names()) | {NO_COMPRESSION}))
+    if clash:
+        raise CompressbenchError(f"{TABLE}: {clash} already name a recipe file or a technique; choose another name")
+    return document
 
 
 def list_recipes() -> list[str]:
-    return [NO_COMPRESSION, *builtin_recipes(), *techniques.names()]
+    return [NO_COMPRESSION, *builtin_recipes(), *named_recipes(), *techniques.names()]
 
 
 def load_recipe(reference: str | dict[str, Any] | Recipe) -> Recipe:
@@ -64,6 +102,9 @@ def load_recipe(reference: str | dict[str, Any] | Recipe) -> Recipe:
         return Recipe(NO_COMPRESSION, ())
     if reference in techniques:
         return recipe_from_dict({"name": reference, "steps": [{"technique": reference}]}, source=reference)
+    named = named_recipes()
+    if reference in named:
+        return recipe_from_dict(named[reference], source=f"{TABLE.name}: {reference}")
     builtin = builtin_recipes()
     path = builtin.get(reference) or Path(reference)
     if path.suffix in (".yaml", ".yml"):

@@ -123,7 +123,8 @@ class Store:
 
 __all__ = ["Metrics", "Run", "RunResult", "Store", "flatten"]
 
-# Runs stored before each step carried its family: the built-in techniques' families, by name.
+# Runs stored before each step carried its family: the built-in techniques of that time, by name. A technique added
+# since needs no entry: its runs carry their family (tests/test_store.py checks this agrees with the registry).
 LEGACY_FAMILIES = {
     "prune.magnitude": "pruning",
     "prune.channels": "pruning",

@@ -13,7 +13,7 @@ import onnx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from compressbench.artifacts import ONNX, TORCH, Candidate, kind_of
+from compressbench.artifacts import Candidate, kind_of
 from compressbench.data import DataBundle
 from compressbench.errors import CompressbenchError
 from compressbench.measure.accuracy import measure_accuracy
@@ -93,11 +93,11 @@ def counted_weights(candidate: Candidate, served: Any, data: DataBundle, setting
     branch the export never took, or batch norm folded into its convolution, holds none), the module's own when
     the runtime runs the module itself; quantizing a graph changes no count, so an int8 graph is counted on the
     float export of its module."""
-    if kind_of(served).name == TORCH:
-        return count_params(candidate.module)
     if candidate.module is None:
         return count_graph_params(candidate.float_graph)
-    return count_graph_params(served if kind_of(served).name == ONNX and served is not candidate.artifact
+    if served is candidate.module:
+        return count_params(candidate.module)
+    return count_graph_params(served if served is not candidate.artifact  # the module's export, as served
                               else verified_export(candidate.module, data, settings))  # fmt: skip
 
 

@@ -13,15 +13,12 @@ and run on the same runtime: the figures are the deployed model's, not an estima
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
-import onnx
-import torch
 from torch import nn
 
-from compressbench.artifacts import ONNX, OPENVINO, TORCH, kind_of
+from compressbench.artifacts import kind_of
 from compressbench.errors import CompressbenchError
 from compressbench.runtime import export_onnx, open_session
 
@@ -44,37 +41,12 @@ def embedding_tensor(module: nn.Module, input_shape: tuple[int, ...]) -> str:
     return node.input[0]
 
 
-def embedding_artifact(artifact: Any, tensor: str) -> Any:
-    """The served artifact cut at `tensor`: the same graph (same runtime, same int8 kernels) giving the embedding."""
-    kind = kind_of(artifact).name
-    if kind == ONNX:
-        cut = copy.deepcopy(artifact)
-        del cut.graph.output[:]
-        cut.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
-        return cut
-    if kind == OPENVINO:
-        import openvino as ov
-
-        for op in artifact.get_ops():
-            for port in op.outputs():
-                if tensor in port.get_names():
-                    return ov.Model([port], artifact.get_parameters(), "embedding")
-        raise CompressbenchError(f"the OpenVINO model has no tensor {tensor!r} (the classifier's input) to read")
-    raise CompressbenchError(f"cannot read sentence embeddings from {kind}: an ONNX, OpenVINO or torch model is needed")
-
-
 def sentence_embeddings(
     artifact: Any, x: np.ndarray, runtime: str, tensor: str, precision: str = "fp32", batch: int = 64
 ) -> np.ndarray:
-    """Embeddings of `x` from a torch module (its `embed`) or from the served artifact cut at `tensor`, executed in
-    the `precision` it is served in."""
-    if kind_of(artifact).name == TORCH:
-        artifact.eval()
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        with torch.inference_mode(), torch.autocast("cpu", dtype, enabled=dtype is not None):
-            chunks = [artifact.embed(torch.from_numpy(x[i : i + batch])).float() for i in range(0, len(x), batch)]
-        return torch.cat(chunks).numpy()
-    session = open_session(embedding_artifact(artifact, tensor), runtime, threads=1, precision=precision)
+    """Embeddings of `x` from the served artifact cut at `tensor` (its kind knows how: a graph at that tensor, a torch
+    module through its `embed`), run on the same runtime in the `precision` it is served in."""
+    session = open_session(kind_of(artifact).cut(artifact, tensor), runtime, threads=1, precision=precision)
     return np.concatenate([session.run(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 

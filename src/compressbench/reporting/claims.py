@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from compressbench.reporting.summary import RecipeSummary, by_model
+from compressbench.ranking import RecipeSummary, by_model
 
 MINIMAL_LOSS_PT = 1.0  # "minimal accuracy loss", in percentage points
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from compressbench.ranking import feasible, figure_of
 from compressbench.reporting.sections import Cell, Section, Table, render_html, render_markdown
 from compressbench.reporting.write import laid_out, pareto_front
 
@@ -81,16 +82,6 @@ def _importance_section(study: Any, trials: list[Any], objective: str) -> Sectio
     if not table[1]:
         return Section("Which parameters mattered", note="No plan has 3 finished trials yet: " + _IMPORTANCE_NOTE)
     return Section("Which parameters mattered", note=_IMPORTANCE_NOTE, tables=[table])
-
-
-def feasible(trial: Any) -> bool:
-    """Within the accuracy budget: every constraint Optuna holds for the trial is zero or less."""
-    return bool(trial.constraints) and all(value <= 0 for value in trial.constraints.values())
-
-
-def figure_of(trial: Any, objective: str) -> float:
-    """The trial's figure on the objective: its speed-up, or how many times smaller it stores."""
-    return trial.user_attrs["speedup"] if objective == "latency" else trial.user_attrs["size_ratio"]
 
 
 def _against(best: Any, best_fixed: Any, objective: str) -> str:

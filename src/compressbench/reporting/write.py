@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from compressbench.errors import CompressbenchError
+from compressbench.ranking import RecipeSummary, by_model, recommend, summarise_runs
 from compressbench.reporting.claims import CLAIMS, Verdict, hybrids_vs_parts, judge_claims
-from compressbench.reporting.recommend import recommend
 from compressbench.reporting.sections import Cell, Section, Table, render_html, render_markdown
-from compressbench.reporting.summary import RecipeSummary, by_model, summarise_runs
 from compressbench.store import Run, RunResult, Store
 
 RUNTIMES_TITLE = "The same candidates on every runtime"

@@ -60,6 +60,12 @@ class JobOutcome:
     seconds: float = 0.0
     artifacts: dict[str, Any] = field(default_factory=dict)  # what each measured model's runtime served
     exception: BaseException | None = None  # the error itself, where it can be had (locally; Ray's task error)
+    stored: bool = False  # taken from the results store, not run now
+
+    @property
+    def label(self) -> str:
+        job = self.job
+        return f"{job.dataset.name} / {job.model.name} / {job.recipe['name']} / seed {job.seed}"
 
 
 def run_jobs(
@@ -68,20 +74,25 @@ def run_jobs(
     on_done: Callable[[JobOutcome], None],
     settings: ExecutorSettings | None = None,
     keep_artifacts: bool = False,
+    measure_every_step: bool = False,
 ) -> None:
-    """Run every job and hand each outcome to `on_done`, in this process, as it arrives."""
+    """Run every job and hand each outcome to `on_done`, in this process, as it arrives. `measure_every_step` (the
+    stage-by-stage figures of `run_job`) is for jobs run here: on Ray a job's phases run as separate tasks."""
     settings = settings or ExecutorSettings()
     jobs = list(jobs)
     if not jobs:  # all stored: not even Ray is started
         return
     if settings.kind == "ray":
+        if measure_every_step:
+            raise CompressbenchError("measure_every_step: the stage-by-stage figures are measured locally, not on Ray")
         _on_ray(jobs, cache, on_done, settings, keep_artifacts)
         return
     for job in jobs:
         started = time.perf_counter()
         artifacts: dict[str, Any] = {}
         try:
-            result = run_job(job, cache, chosen_artifacts=artifacts if keep_artifacts else None)
+            result = run_job(job, cache, measure_every_step=measure_every_step,
+                             chosen_artifacts=artifacts if keep_artifacts else None)  # fmt: skip
         except Exception as error:  # a failing job is a result too; the others go on
             on_done(JobOutcome(job, error=_error_text(error), seconds=time.perf_counter() - started, exception=error))
         else:
@@ -138,7 +149,7 @@ class RayJobs:
         cache: Cache,
         settings: ExecutorSettings,
         keep_artifacts: bool = False,
-        on_compressed: Callable[[JobConfig], None] | None = None,
+        on_compressed: Callable[[JobConfig], Iterable[JobConfig]] | None = None,
     ) -> None:
         self.ray = ray = import_ray()
         self.started_here = not ray.is_initialized()
@@ -157,7 +168,8 @@ class RayJobs:
         on_target = {"resources": {settings.measure_on: 1}} if settings.measure_on else {}
         self.measure = ray.remote(_measure_task).options(num_cpus=1, max_retries=settings.max_retries, **on_target)
         self.pending: dict[Any, tuple[str, JobConfig, float]] = {}
-        self.on_compressed = on_compressed  # called as each compress phase ends (its measure phase then starts)
+        # Called as each compress phase ends (its measure phase then starts); the jobs it returns are submitted.
+        self.on_compressed = on_compressed
 
     @property
     def slots(self) -> int:
@@ -180,8 +192,8 @@ class RayJobs:
             phase, job, started = self.pending.pop(ref)
             if phase == "compress":  # a compress failure reaches the measure task as its argument's error
                 self.pending[self.measure.remote(job, ref, self.keep_artifacts)] = ("measure", job, started)
-                if self.on_compressed is not None:
-                    self.on_compressed(job)
+                for later in self.on_compressed(job) if self.on_compressed is not None else ():
+                    self.submit(later)
                 continue
             seconds = time.perf_counter() - started
             try:
@@ -206,6 +218,32 @@ class RayJobs:
             self.ray.shutdown()
 
 
+def ray_loop(
+    cache: Cache,
+    settings: ExecutorSettings,
+    feed: Callable[[int], Iterable[JobConfig]],
+    on_done: Callable[[JobOutcome], None],
+    keep_artifacts: bool = False,
+    on_compressed: Callable[[JobConfig], Iterable[JobConfig]] | None = None,
+) -> None:
+    """The one Ray loop: submit what `feed(free slots)` gives, hand each finished job to `on_done`, until nothing is
+    in flight and `feed` gives nothing more. Ctrl-C cancels what is in flight (stored runs stay); the cluster this
+    started is shut down however the loop ends."""
+    cluster = RayJobs(cache, settings, keep_artifacts, on_compressed)
+    try:
+        while True:
+            for job in feed(max(0, cluster.slots - len(cluster))):
+                cluster.submit(job)
+            if not len(cluster):
+                return
+            on_done(cluster.next())
+    except KeyboardInterrupt:
+        cluster.cancel()
+        raise
+    finally:
+        cluster.close()
+
+
 def _on_ray(
     jobs: list[JobConfig],
     cache: Cache,
@@ -213,7 +251,8 @@ def _on_ray(
     settings: ExecutorSettings,
     keep_artifacts: bool,
 ) -> None:
-    # Jobs sharing a baseline wait for the first of them: it trains (or loads) the baseline into the node's cache.
+    """Every job on the cluster at once (Ray queues what does not fit), except that jobs sharing a baseline wait for
+    the first of them: it trains (or loads) the baseline into the node's cache."""
     waiting: dict[str, list[JobConfig]] = {}
     first: list[JobConfig] = []
     for job in jobs:
@@ -224,18 +263,11 @@ def _on_ray(
             waiting[group] = []
             first.append(job)
 
-    def release(job: JobConfig) -> None:
-        for later in waiting.pop(_baseline_group(job), []):
-            cluster.submit(later)
+    def feed(_free: int) -> list[JobConfig]:
+        ready, first[:] = list(first), []
+        return ready
 
-    cluster = RayJobs(cache, settings, keep_artifacts, on_compressed=release)
-    try:
-        for job in first:
-            cluster.submit(job)
-        while len(cluster):
-            on_done(cluster.next())
-    except KeyboardInterrupt:
-        cluster.cancel()
-        raise
-    finally:
-        cluster.close()
+    def release(job: JobConfig) -> list[JobConfig]:
+        return waiting.pop(_baseline_group(job), [])
+
+    ray_loop(cache, settings, feed, on_done, keep_artifacts, on_compressed=release)

@@ -14,7 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from compressbench.artifacts import TORCH, pack, unpack
+from compressbench.artifacts import pack, unpack
 from compressbench.cache import Cache, shipped_accuracies
 from compressbench.data import DataBundle, DatasetConfig, load_dataset
 from compressbench.errors import CompressbenchError
@@ -287,7 +287,7 @@ def compress_phase(job: JobConfig, cache: Cache, after_step: Callable[[int, Prep
         encoding = candidate.storage
         with training_slot():
             candidate = step.build().apply(candidate, context)
-        if step.technique.produces != TORCH and candidate.storage is encoding:
+        if candidate.artifact is not None and candidate.storage is encoding:
             candidate.storage = None  # the new graph replaces the form an earlier step's encoding described
         if candidate.artifact is None and not graph_only:  # the last step too: a longer recipe may follow it
             save_prefix(cache.root, key_after(number), candidate, baseline, check_inputs)

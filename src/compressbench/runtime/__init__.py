@@ -14,6 +14,7 @@ from compressbench.runtime.base import (
     open_session,
     register_runtime,
     runtimes,
+    served_form,
     serving_runtimes,
 )
 from compressbench.runtime.export import export_onnx, verify_onnx
@@ -30,6 +31,7 @@ __all__ = [
     "open_session",
     "register_runtime",
     "runtimes",
+    "served_form",
     "serving_runtimes",
     "verify_onnx",
 ]

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from compressbench.artifacts import ONNX, TORCH, describe_kind, kind_of
+from compressbench.artifacts import artifact_kinds, describe_kind, kind_of
 from compressbench.errors import CompressbenchError
 from compressbench.registry import Registry
 
@@ -37,6 +37,9 @@ class Runtime:
     description: str
     opens: tuple[str, ...]  # artifact kinds it loads
     precisions: tuple[str, ...] = ("fp32",)
+    # The artifact as this runtime really runs it, where it converts on load (OpenVINO: an ONNX graph to its IR):
+    # what a deployer of a model measured on it ships.
+    served_form: Callable[[Any], Any] | None = None
 
     def missing(self) -> str | None:
         """None when installed, else the one line that says how to install it."""
@@ -46,7 +49,7 @@ class Runtime:
 
     def serves(self, kind: str, precision: str = "fp32") -> bool:
         """Whether it can serve an artifact of `kind` in `precision` (a torch module through an ONNX export)."""
-        readable = kind in self.opens or (kind == TORCH and ONNX in self.opens)
+        readable = kind in self.opens or any(k in self.opens for k in artifact_kinds.get(kind).reaches)
         return readable and precision in self.precisions
 
     def why_not(self, kind: str, precision: str = "fp32") -> str:
@@ -73,6 +76,12 @@ def installed_runtimes() -> list[str]:
 def serving_runtimes(kind: str, precision: str = "fp32") -> list[str]:
     """The registered runtimes that can serve an artifact of `kind` in `precision`."""
     return [name for name in runtimes.names() if runtimes.get(name).serves(kind, precision)]
+
+
+def served_form(artifact: Any, runtime: str) -> Any:
+    """`artifact` as `runtime` runs it (itself unless the runtime converts it on load)."""
+    convert = runtimes.get(runtime).served_form
+    return convert(artifact) if convert is not None else artifact
 
 
 def open_session(artifact: Any, runtime: str, threads: int = 1, precision: str = "fp32") -> Session:

@@ -131,15 +131,57 @@ def _open(artifact: Any, threads: int, precision: str) -> Session:
     return session
 
 
+def _write_ir(model: Any, folder: Path) -> list[str]:
+    """The IR as measured: weights kept in fp32 (`ov.save_model` would compress them to fp16 by default)."""
+    import openvino as ov
+
+    ov.save_model(model, folder / "model.xml", compress_to_fp16=False)
+    return ["model.xml", "model.bin"]
+
+
+def _read_ir(folder: Path) -> Any:
+    import openvino as ov
+
+    return ov.Core().read_model(folder / "model.xml")
+
+
+def _describe_ir(model: Any) -> dict[str, Any]:
+    def ports(values) -> list[dict[str, Any]]:
+        return [
+            {"name": p.any_name, "shape": str(p.partial_shape), "dtype": p.element_type.get_type_name()} for p in values
+        ]
+
+    return {"inputs": ports(model.inputs), "outputs": ports(model.outputs)}
+
+
+def _cut_ir(model: Any, tensor: str) -> Any:
+    import openvino as ov
+
+    for op in model.get_ops():
+        for port in op.outputs():
+            if tensor in port.get_names():
+                return ov.Model([port], model.get_parameters(), "embedding")
+    raise CompressbenchError(f"the OpenVINO model has no tensor {tensor!r} to read")
+
+
+def as_served(artifact: Any) -> Any:
+    """What OpenVINO runs: an ONNX graph is converted on load, so its IR is that conversion."""
+    return onnx_to_openvino(artifact) if is_onnx(artifact) else artifact
+
+
 register_artifact_kind(
     ArtifactKind(
         OPENVINO,
         "an OpenVINO model",
         lambda a: type(a).__module__.startswith("openvino"),
         ir_bytes,
+        write=_write_ir,
+        load=_read_ir,
+        describe=_describe_ir,
+        cut=_cut_ir,
         pack=ir_parts,
         unpack=from_ir_parts,
-    )  # fmt: skip
+    )
 )
 register_runtime(
     Runtime(
@@ -150,5 +192,6 @@ register_runtime(
         description="Intel OpenVINO, CPU plugin (fp32 forced; int8 from QDQ or NNCF models)",
         opens=(ONNX, OPENVINO),
         precisions=("fp32", "bf16", "fp16"),
+        served_form=as_served,
     )
 )

@@ -17,6 +17,7 @@ from compressbench.techniques import (  # noqa: E402,F401  (registers)
 from compressbench.techniques.base import (
     Candidate,
     Context,
+    Need,
     Technique,
     TechniqueConfig,
     list_techniques,
@@ -27,6 +28,7 @@ from compressbench.techniques.base import (
 __all__ = [
     "Candidate",
     "Context",
+    "Need",
     "Technique",
     "TechniqueConfig",
     "list_techniques",

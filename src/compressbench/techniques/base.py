@@ -1,9 +1,11 @@
-"""The Technique contract: a registered name and family, a validated config, what it consumes and produces, one
-`apply`. `Candidate` lives in `compressbench.artifacts` and is re-exported here for techniques."""
+"""The Technique contract: a registered name and family, a validated config, what it consumes and produces, what
+it needs of the input, one `apply`. `Candidate` lives in `compressbench.artifacts` and is re-exported here for
+techniques."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -35,6 +37,45 @@ class Context:
     runtimes: tuple[str, ...] = ("onnxruntime",)
 
 
+class Need(StrEnum):
+    """What a technique may need of the input beyond a model and its test data. A shortlist (compress's `auto`, the
+    search's plans) leaves out a recipe whose steps need what the input lacks and says why with `unmet`. Declared
+    most basic first: a recipe left out is listed with the first need it misses, in this order."""
+
+    unmet: str
+
+    def __new__(cls, value: str, unmet: str) -> Need:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.unmet = unmet
+        return member
+
+    TORCH_MODULE = "torch module", "it changes the torch module, and the model is an ONNX graph"
+    TRAIN_SPLIT = "train split", "it trains or fine-tunes, and the data has no train split"
+    WIDTH_FACTORY = (
+        "width factory",
+        "it builds a narrower student, and the model is not a factory taking width= (a module instance, or a "
+        "factory without that argument)",
+    )
+    DEPTH_FACTORY = (
+        "depth factory",
+        "it builds a shallower student, and the model is not a factory taking depth= (a module instance, or a "
+        "factory without that argument)",
+    )
+    ATTENTION_LAYERS = "attention layers", "it prunes attention heads, and the model has no attention layers"
+    NO_ATTENTION_LAYERS = (
+        "no attention layers",
+        "Torch-Pruning cannot trace multi-head attention, and the model has attention layers (prune.heads prunes them)",
+    )
+    OPENVINO = "openvino", "it runs on OpenVINO, which is not installed: pip install 'compressbench[openvino]'"
+    BF16_CPU = "bf16 cpu", "this CPU lacks AVX-512 BF16 and AMX, so bf16 would be emulated or fall back to fp32"
+    FP16_CPU = "fp16 cpu", "this CPU lacks AVX-512 FP16 and AMX-FP16, so fp16 would be emulated or fall back to fp32"
+
+
+# What a technique that trains (`Technique.trains`) needs: a train split, and the torch code to train.
+TRAINING_NEEDS = frozenset({Need.TORCH_MODULE, Need.TRAIN_SPLIT})
+
+
 class TechniqueConfig(BaseModel):
     """Base of every technique's config: unknown fields are errors, values are validated on construction."""
 
@@ -55,6 +96,15 @@ class Technique:
     trains: ClassVar[bool] = False
     # Techniques that must come earlier in a recipe (Huffman coding codes weight sharing's indices).
     requires: ClassVar[tuple[str, ...]] = ()
+    # What it needs of the input besides what training needs (`trains` adds a train split and the torch module): a
+    # shortlist leaves it out where the input lacks one. `needs_for` where the config decides.
+    needs: ClassVar[frozenset[Need]] = frozenset()
+
+    @classmethod
+    def needs_for(cls, config: TechniqueConfig) -> frozenset[Need]:
+        """What a step of this technique with `config` needs of the input: `needs`, and a train split and the torch
+        module when it trains."""
+        return cls.needs | (TRAINING_NEEDS if cls.trains else frozenset())
 
     def __init__(self, config: TechniqueConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()

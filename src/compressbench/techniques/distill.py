@@ -30,6 +30,7 @@ from compressbench.models import ModelConfig, build_model, is_zoo_model
 from compressbench.techniques.base import (
     Candidate,
     Context,
+    Need,
     Technique,
     TechniqueConfig,
     register_technique,
@@ -107,6 +108,19 @@ class KnowledgeDistillation(Technique):
     Config = KDConfig
     family = "distillation"
     summary = "Hinton knowledge distillation into a smaller student, measured beside the student trained alone"
+
+    @classmethod
+    def needs_for(cls, config: TechniqueConfig) -> frozenset[Need]:
+        """Training's needs, and where the student is the teacher's own model rebuilt smaller (no `student` named),
+        a factory that takes the width (width != 1) or the depth it is rebuilt at: a transformer's student keeps the
+        width and drops layers."""
+        assert isinstance(config, KDConfig)
+        needs = set(super().needs_for(config))
+        if config.student is None and config.width != 1:
+            needs.add(Need.WIDTH_FACTORY)
+        if config.student is None and config.depth is not None:
+            needs.add(Need.DEPTH_FACTORY)
+        return frozenset(needs)
 
     def apply(self, candidate: Candidate, context: Context) -> Candidate:
         config: KDConfig = self.config  # type: ignore[assignment]

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from compressbench.errors import CompressbenchError
 from compressbench.measure.environment import cpu_info
-from compressbench.techniques.base import Candidate, Context, Technique, TechniqueConfig, register_technique
+from compressbench.techniques.base import (
+    Candidate,
+    Context,
+    Need,
+    Technique,
+    TechniqueConfig,
+    register_technique,
+)
 
 # CPU flags (as /proc/cpuinfo names them) that give each precision native arithmetic.
 NATIVE_FLAGS = {"bf16": ("avx512_bf16", "amx_bf16"), "fp16": ("avx512_fp16", "amx_fp16")}
@@ -43,6 +50,7 @@ class _ReducedPrecision(Technique):
 class Bf16(_ReducedPrecision):
     name = "precision.bf16"
     precision = "bf16"
+    needs = frozenset({Need.BF16_CPU})  # only worth it with native bf16 arithmetic (refused without it)
     summary = "execute in bfloat16 (OpenVINO or torch; needs AVX-512 BF16 or AMX)"
 
 
@@ -50,4 +58,5 @@ class Bf16(_ReducedPrecision):
 class Fp16(_ReducedPrecision):
     name = "precision.fp16"
     precision = "fp16"
+    needs = frozenset({Need.FP16_CPU})
     summary = "execute in float16 (OpenVINO or torch; needs AVX-512 FP16 or AMX-FP16)"

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from compressbench.errors import CompressbenchError
 from compressbench.measure.size import count_macs
-from compressbench.techniques.base import Candidate, Context, Technique, register_technique
+from compressbench.techniques.base import Candidate, Context, Need, Technique, register_technique
 from compressbench.techniques.channels import STEP, Importance, channel_counts, prune_channels
 from compressbench.techniques.pruning import FineTunedConfig, fine_tune
 from compressbench.techniques.sensitivity import sensitivity_ratios
@@ -79,6 +79,8 @@ class ChannelPruning(Technique):
     trains = True
     Config = ChannelsConfig
     family = "pruning"
+    # Torch-Pruning cannot trace Hugging Face attention: a transformer is refused (channels.refuse_attention).
+    needs = frozenset({Need.NO_ATTENTION_LAYERS})
     summary = "removes whole channels (torch-pruning dependency graph) + fine-tuning; the model really shrinks"
 
     def apply(self, candidate: Candidate, context: Context) -> Candidate:

@@ -25,7 +25,7 @@ from torch import nn
 from compressbench.errors import CompressbenchError
 from compressbench.measure.size import count_macs
 from compressbench.models.transformer import heads_of, is_attention
-from compressbench.techniques.base import Candidate, Context, Technique, register_technique
+from compressbench.techniques.base import Candidate, Context, Need, Technique, register_technique
 from compressbench.techniques.channels import check_equivalent, gradients_for_taylor
 from compressbench.techniques.pruning import FineTunedConfig, fine_tune
 
@@ -110,6 +110,7 @@ class HeadPruning(Technique):
     trains = True
     Config = HeadsConfig
     family = "pruning"
+    needs = frozenset({Need.ATTENTION_LAYERS})
     summary = "removes whole attention heads and FFN channels of a transformer encoder + fine-tuning; it shrinks"
 
     def apply(self, candidate: Candidate, context: Context) -> Candidate:

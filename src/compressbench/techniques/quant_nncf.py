@@ -15,7 +15,14 @@ from compressbench.artifacts import OPENVINO
 from compressbench.errors import CompressbenchError
 from compressbench.progress import quiet_root_logger
 from compressbench.runtime import onnx_to_openvino, open_session
-from compressbench.techniques.base import Candidate, Context, Technique, TechniqueConfig, register_technique
+from compressbench.techniques.base import (
+    Candidate,
+    Context,
+    Need,
+    Technique,
+    TechniqueConfig,
+    register_technique,
+)
 from compressbench.techniques.onnx_quant import float_graph
 
 
@@ -47,6 +54,7 @@ class NncfQuantization(Technique):
     Config = NncfConfig
     family = "quantization"
     produces = OPENVINO
+    needs = frozenset({Need.OPENVINO})
     summary = "int8 post-training quantization with NNCF, run by OpenVINO (needs compressbench[openvino])"
 
     def apply(self, candidate: Candidate, context: Context) -> Candidate:

@@ -1,11 +1,13 @@
-"""Recommend, per (dataset, model), the recipe that best meets an objective within an accuracy budget."""
+"""The rule that chooses: per (dataset, model), the recipe that best meets an objective within an accuracy budget;
+for a search trial, whether it is within the budget and its figure on the objective. The report, compress and the
+search all call these, so they can never disagree on what wins."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from compressbench.reporting.summary import RecipeSummary, by_model
+from compressbench.ranking.summary import RecipeSummary, by_model
 
 Objective = Literal["latency", "size"]
 # Interleaved medians of one candidate differ by up to about 5% from run to run here (a 0.95-1.05x band), so a
@@ -64,3 +66,13 @@ def recommend(
         why = f"{figure}, accuracy drop {best.accuracy_drop_pt.mean:+.2f} pt (budget {max_accuracy_drop:g})"
         answers.append(Recommendation(dataset, model, best, ranked[1] if len(ranked) > 1 else None, why))
     return answers
+
+
+def feasible(trial: Any) -> bool:
+    """A search trial within the accuracy budget: every constraint Optuna holds for it is zero or less."""
+    return bool(trial.constraints) and all(value <= 0 for value in trial.constraints.values())
+
+
+def figure_of(trial: Any, objective: str) -> float:
+    """A search trial's figure on the objective: its speed-up, or how many times smaller it stores."""
+    return trial.user_attrs["speedup"] if objective == "latency" else trial.user_attrs["size_ratio"]

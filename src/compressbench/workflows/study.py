@@ -15,8 +15,8 @@ from compressbench.files import read_yaml_mapping
 from compressbench.measure.compare import MeasureSettings
 from compressbench.models import ModelConfig, is_compatible
 from compressbench.recipes import load_recipe
-from compressbench.results import RunResult
-from compressbench.runner.executors import ExecutorSettings, JobOutcome, run_jobs
+from compressbench.runner.drive import Policy, drive
+from compressbench.runner.executors import ExecutorSettings
 from compressbench.runner.job import JobConfig, make_job
 from compressbench.store import Store
 from compressbench.training import TrainConfig, default_train_config
@@ -114,6 +114,10 @@ def _with_overrides(spec: StudySpec, section: str, model: str, settings: type[An
         raise CompressbenchError(f"study {spec.name}: {section}.{model}.{field}: {first['msg']}") from None
 
 
+# A study re-runs the jobs that failed before and stores every failure beside the successes, for the report.
+POLICY = Policy(rerun_failed=True, store_failures=True)
+
+
 def run_study(
     spec: StudySpec | Path | str,
     out: Path | str,
@@ -124,40 +128,17 @@ def run_study(
     error and the study goes on. Only this process writes the store, one transaction a job."""
     spec = spec if isinstance(spec, StudySpec) else load_study(spec)
     cache = cache or Cache(default_cache_dir())
-    store = Store(Path(out) / "results.db")
     jobs, skipped = plan(spec)
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "study.json").write_text(spec.model_dump_json(indent=1))  # what the report says about the study
     for line in skipped:
         progress.log(f"[dim]skip {line}[/dim]")
-    todo = [job for job in jobs if not store.has(job.key())]
-    counts = {"planned": len(jobs), "stored_before": len(jobs) - len(todo), "ok": 0, "failed": 0}
-    with progress.bar(f"study {spec.name}", len(jobs)) as bar:
-        if bar is not None:
-            bar.update(bar.task_ids[0], advance=counts["stored_before"])
-
-        def stored(outcome: JobOutcome) -> None:
-            job = outcome.job
-            label = f"{job.dataset.name} / {job.model.name} / {job.recipe['name']} / seed {job.seed}"
-            if outcome.result is None:
-                store.put(job.key(), job.identity(), error=outcome.error)
-                counts["failed"] += 1
-                progress.log(f"[red]failed[/red] {label}: {(outcome.error or '').splitlines()[0]}")
-            else:
-                store.put(job.key(), job.identity(), result=outcome.result)
-                counts["ok"] += 1
-                progress.log(f"[green]ok[/green] {label} in {outcome.seconds:.0f} s: {_headline(outcome.result)}")
-            if bar is not None:
-                bar.update(bar.task_ids[0], advance=1)
-
-        run_jobs(todo, cache, stored, executor)
-    return counts
-
-
-def _headline(result: RunResult) -> str:
-    speed = " ".join(f"b{b} {s:.2f}x" for b, s in result.speedup.items())
-    return (
-        f"acc {result.candidate.accuracy:.4f} (drop {result.accuracy_drop_pt:+.2f} pt), "
-        f"speed-up {speed}, file {result.size_ratio:.2f}x smaller, "
-        f"stored {result.compression_ratio:.1f}x vs fp32 params"
-    )
+    outcomes = drive(jobs, Store(Path(out) / "results.db"), cache, POLICY, executor=executor,
+                     title=f"study {spec.name}")  # fmt: skip
+    ran = [outcome for outcome in outcomes if not outcome.stored]
+    return {
+        "planned": len(jobs),
+        "stored_before": len(jobs) - len(ran),
+        "ok": sum(outcome.result is not None for outcome in ran),
+        "failed": sum(outcome.result is None for outcome in ran),
+    }

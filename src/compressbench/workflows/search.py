@@ -28,122 +28,20 @@ from compressbench.machine_lock import VARIABLE
 from compressbench.measure.compare import MeasureSettings
 from compressbench.measure.latency import LatencySettings
 from compressbench.models import ModelConfig, is_onnx_model
-from compressbench.reporting.search import feasible as _feasible
-from compressbench.reporting.search import figure_of as _figure
+from compressbench.ranking import feasible as _feasible
+from compressbench.ranking import figure_of as _figure
 from compressbench.reporting.search import write_search_report
 from compressbench.results import RunResult
-from compressbench.runner.executors import ExecutorSettings, RayJobs
-from compressbench.runner.job import JobConfig, make_job, run_job
-from compressbench.runtime import installed_runtimes
+from compressbench.runner.drive import Driver, Policy, drive
+from compressbench.runner.executors import ExecutorSettings, JobOutcome, ray_loop
+from compressbench.runner.job import JobConfig, make_job
 from compressbench.store import Store
+from compressbench.workflows.search_space import Objective, SearchSpace, suggest_recipe
 
-Objective = Literal["latency", "size"]
 STUDY_NAME = "search"
-STUDENT_WIDTHS = (0.25, 0.5, 0.75)
-CALIBRATIONS = ("minmax", "percentile")
-# Which layers an int8 step keeps in float: its own choice by measured speed within the budget ("auto"), none, or
-# the first and last weighted layers (where int8 costs most accuracy in most networks).
-FLOAT_LAYERS = ("auto", "none", "first+last")
-# Families in order. Deep compression (magnitude pruning -> weight sharing -> Huffman) shrinks the stored file, not
-# the float runtime's time: a plan of the size objective.
-LATENCY_PLANS = ("quant", "prune", "prune+quant", "distill", "distill+quant", "distill+prune+quant")
-SIZE_PLANS = (*LATENCY_PLANS, "deep-compression", "distill+deep-compression")
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """What a trial may draw: the plans (families in order) and the int8 techniques installed here."""
-
-    plans: tuple[str, ...]
-    quantizers: tuple[str, ...]
-
-    @classmethod
-    def for_model(
-        cls, trains: bool, runtime: str = "auto", objective: Objective = "latency", plans: Sequence[str] | None = None
-    ) -> SearchSpace:
-        """The plans of the objective (or those named) for a model with torch code and train data; int8 alone for a
-        graph or evaluation data. NNCF when its OpenVINO output can be measured (runtime auto or openvino, and
-        OpenVINO installed)."""
-        nncf = runtime in ("auto", "openvino") and "openvino" in installed_runtimes()
-        quantizers = ("quant.static", "quant.dynamic") + (("quant.nncf",) if nncf else ())
-        if plans is None:
-            return cls((SIZE_PLANS if objective == "size" else LATENCY_PLANS) if trains else ("quant",), quantizers)
-        unknown = [plan for plan in plans if plan not in SIZE_PLANS]
-        if unknown or not plans:
-            raise CompressbenchError(f"plans: unknown {unknown or 'none given'}; choose from {', '.join(SIZE_PLANS)}")
-        if not trains and set(plans) != {"quant"}:
-            raise CompressbenchError(
-                f"plans: {[p for p in plans if p != 'quant']} need a torch model with a train split; "
-                "an ONNX graph or evaluation-only data takes 'quant' alone"
-            )
-        return cls(tuple(dict.fromkeys(plans)), quantizers)
-
-    def fixed(self) -> dict[str, dict[str, Any]]:
-        """The default study's recipes for a model, by their study names, as parameters of this space: the first
-        trials of a search."""
-        static = {"int8": "quant.static", "calibration": "minmax", "float_layers": "auto"}
-        pruned = {"prune_ratio": 0.5, "fine_tune_epochs": 4, "prune_ratios": "uniform"}
-        fixed: dict[str, dict[str, Any]] = {}
-        if "quant" in self.plans:
-            fixed["quant.static"] = {"plan": "quant", **static}
-            fixed["quant.dynamic"] = {"plan": "quant", "int8": "quant.dynamic", "float_layers": "none"}
-            if "quant.nncf" in self.quantizers:
-                fixed["quant.nncf"] = {"plan": "quant", "int8": "quant.nncf"}
-        if "prune" in self.plans:
-            fixed["prune.channels-50"] = {"plan": "prune", **pruned}
-        if "prune+quant" in self.plans:
-            fixed["prune+quant"] = {"plan": "prune+quant", **pruned, **static}
-        if "distill" in self.plans:
-            fixed["distill.kd"] = {"plan": "distill", "student_width": 0.5}
-        if "distill+prune+quant" in self.plans:
-            fixed["distill+prune+quant"] = {"plan": "distill+prune+quant", "student_width": 0.5, **pruned,
-                                            "prune_ratio": 0.25, **static}  # fmt: skip
-        if "deep-compression" in self.plans:
-            fixed["deep-compression"] = {"plan": "deep-compression", "sparsity": 0.9, "fine_tune_epochs": 4,
-                                         "conv_bits": 8, "fc_bits": 5}  # fmt: skip
-        return fixed
-
-
-def suggest_recipe(trial: Any, space: SearchSpace) -> dict[str, Any]:
-    """A recipe from the trial's parameters; its name is its content, so the same draw is the same job."""
-    plan = trial.suggest_categorical("plan", list(space.plans))
-    steps: list[dict[str, Any]] = []
-    parts = []
-    if plan.startswith("distill"):
-        width = trial.suggest_categorical("student_width", list(STUDENT_WIDTHS))
-        # The trial is judged against the teacher: the student trained alone (distill.kd's control) is not needed.
-        steps.append({"technique": "distill.kd", "width": width, "control": False})
-        parts.append(f"distill w{width:g}")
-    if "prune" in plan.split("+"):
-        ratio = round(trial.suggest_float("prune_ratio", 0.2, 0.7, step=0.05), 2)
-        epochs = trial.suggest_int("fine_tune_epochs", 1, 6)
-        ratios = trial.suggest_categorical("prune_ratios", ["uniform", "sensitivity"])
-        steps.append({"technique": "prune.channels", "ratio": ratio, "ratios": ratios, "fine_tune_epochs": epochs})
-        parts.append(f"prune {ratio:.2f} {ratios} ft{epochs}")
-    if plan.endswith("deep-compression"):
-        sparsity = round(trial.suggest_float("sparsity", 0.5, 0.97, step=0.01), 2)
-        epochs = trial.suggest_int("fine_tune_epochs", 1, 6)
-        conv_bits, fc_bits = trial.suggest_int("conv_bits", 2, 8), trial.suggest_int("fc_bits", 2, 8)
-        # At least 2,000 optimiser steps, as the deep-compression recipe: fewer left small-data models far down.
-        steps.append({"technique": "prune.magnitude", "sparsity": sparsity, "schedule": "gradual",
-                      "fine_tune_epochs": epochs, "fine_tune_min_steps": 2000})  # fmt: skip
-        steps.append({"technique": "quant.weight_sharing", "conv_bits": conv_bits, "fc_bits": fc_bits})
-        steps.append({"technique": "encode.huffman"})
-        parts.append(f"magnitude {sparsity:.2f} ft{epochs} -> share conv {conv_bits} / fc {fc_bits} bits -> huffman")
-    if plan.endswith("quant"):
-        quantizer = trial.suggest_categorical("int8", list(space.quantizers))
-        step: dict[str, Any] = {"technique": quantizer}
-        label = quantizer.removeprefix("quant.")
-        if quantizer == "quant.static":
-            step["calibration"] = trial.suggest_categorical("calibration", list(CALIBRATIONS))
-            label += f" {step['calibration']}"
-        if quantizer in ("quant.static", "quant.dynamic"):
-            float_layers = trial.suggest_categorical("float_layers", list(FLOAT_LAYERS))
-            step["exclude"] = [] if float_layers == "none" else float_layers
-            label += f" float:{float_layers}"
-        steps.append(step)
-        parts.append(label)
-    return {"name": "search: " + " -> ".join(parts), "steps": steps}
+# A search runs a stored failure again (a trial is a fresh draw) and stores successes only: a failed trial is
+# recorded in the Optuna study, with its error, not in the results store.
+POLICY = Policy(rerun_failed=True, store_failures=False)
 
 
 @dataclass(frozen=True)
@@ -309,47 +207,49 @@ def _optimize_on_ray(study, remaining: int, first: JobConfig, trial_job, record,
         study.enqueue_trial(
             abandoned.params, user_attrs={k: v for k, v in abandoned.user_attrs.items() if k == "fixed"}
         )
-    cluster = RayJobs(cache, executor)
+    driver = Driver(results, POLICY)
     running: dict[str, list[Any]] = {}  # job key -> its trials (two trials may draw the same recipe)
-    asked, stop = 0, False
-    try:
-        if not results.has(first.key()):  # the baseline's own run, on the cluster like the trials
-            running[first.key()] = []
-            cluster.submit(first)
-        while True:
-            while not stop and asked < remaining and len(running) < cluster.slots:
-                trial, asked = study.ask(), asked + 1
-                try:
-                    job = trial_job(trial)
-                except CompressbenchError as error:
-                    trial.set_user_attr("error", str(error))
-                    stop = finished_one(study, study.tell(trial, state=state.FAIL))
-                    continue
-                stored = results.get(job.key())
-                if stored is not None and stored.status == "ok" and stored.result is not None:
-                    stop = finished_one(study, study.tell(trial, record(trial, stored.result)))
-                elif job.key() in running:
-                    running[job.key()].append(trial)
-                else:
-                    running[job.key()] = [trial]
-                    cluster.submit(job)
-            if not running:
-                return
-            outcome = cluster.next()
-            if outcome.result is not None:
-                results.put(outcome.job.key(), outcome.job.identity(), result=outcome.result)
-            for trial in running.pop(outcome.job.key()):
-                if outcome.result is None:
-                    trial.set_user_attr("error", (outcome.error or "").splitlines()[0])
-                    told = study.tell(trial, state=state.FAIL)
-                else:
-                    told = study.tell(trial, record(trial, outcome.result))
-                stop = finished_one(study, told) or stop
-    except KeyboardInterrupt:
-        cluster.cancel()
-        raise
-    finally:
-        cluster.close()
+    asked, stop, baseline_sent = 0, False, False
+
+    def feed(free: int) -> list[JobConfig]:
+        """The jobs of newly asked trials, at most `free`; a trial whose job is stored is told at once, one whose job
+        is in flight waits for it. The baseline's own run goes first, on the cluster like the trials."""
+        nonlocal asked, stop, baseline_sent
+        submit = []
+        if not baseline_sent:
+            baseline_sent = True
+            if driver.stored(first) is None:
+                running[first.key()] = []
+                submit.append(first)
+        while not stop and asked < remaining and len(submit) < free:
+            trial, asked = study.ask(), asked + 1
+            try:
+                job = trial_job(trial)
+            except CompressbenchError as error:
+                trial.set_user_attr("error", str(error))
+                stop = finished_one(study, study.tell(trial, state=state.FAIL))
+                continue
+            if (stored := driver.stored(job)) is not None:
+                stop = finished_one(study, study.tell(trial, record(trial, stored.result)))
+            elif job.key() in running:
+                running[job.key()].append(trial)
+            else:
+                running[job.key()] = [trial]
+                submit.append(job)
+        return submit
+
+    def done(outcome: JobOutcome) -> None:
+        nonlocal stop
+        driver.record(outcome)
+        for trial in running.pop(outcome.job.key()):
+            if outcome.result is None:
+                trial.set_user_attr("error", (outcome.error or "").splitlines()[0])
+                told = study.tell(trial, state=state.FAIL)
+            else:
+                told = study.tell(trial, record(trial, outcome.result))
+            stop = finished_one(study, told) or stop
+
+    ray_loop(cache, executor, feed, done)
 
 
 def _worker(options: dict[str, Any], lock: str, threads: int) -> None:
@@ -417,15 +317,12 @@ def _study(
     return study
 
 
-def _result(job, results: Store, cache: Cache) -> RunResult:
-    """The job's result from the store, or run now and stored (a failure raises: the trial fails, the search goes
-    on)."""
-    stored = results.get(job.key())
-    if stored is not None and stored.status == "ok" and stored.result is not None:
-        return stored.result
-    result = run_job(job, cache)
-    results.put(job.key(), job.identity(), result=result)
-    return result
+def _result(job: JobConfig, results: Store, cache: Cache) -> RunResult:
+    """The job's result, stored or run now (a failure raises one line: the trial fails, the search goes on)."""
+    outcome = drive([job], results, cache, POLICY)[0]
+    if outcome.result is None:
+        raise CompressbenchError((outcome.error or "failed").splitlines()[0])
+    return outcome.result
 
 
 def _values(result: RunResult, objective: str, batch: int) -> tuple[float, float]:

@@ -17,42 +17,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import onnx
 from torch import nn
 
-from compressbench import __version__, progress
-from compressbench.artifacts import ONNX, OPENVINO, TORCH, kind_of
+from compressbench.artifacts import artifact_kinds, kind_of, read_artifact
 from compressbench.cache import Cache, default_cache_dir
 from compressbench.data import DatasetConfig, load_dataset
 from compressbench.errors import CompressbenchError
 from compressbench.files import read_yaml_mapping
 from compressbench.measure.compare import MeasureSettings
-from compressbench.measure.environment import cpu_info
 from compressbench.measure.latency import LatencySettings
-from compressbench.models import ModelConfig, is_onnx_model, register_instance
+from compressbench.models import ModelConfig, build_model, is_onnx_model, register_instance
+from compressbench.progress import log
+from compressbench.ranking import recommend, summarise_runs
 from compressbench.recipes import load_recipe
-from compressbench.reporting.recommend import recommend
-from compressbench.reporting.summary import summarise_runs
-from compressbench.runner.executors import ExecutorSettings, JobOutcome, run_jobs
-from compressbench.runner.job import JobConfig, check_train_split, make_job
-from compressbench.runtime import installed_runtimes
-from compressbench.searching import LATENCY_PLANS, SIZE_PLANS, search
+from compressbench.runner.drive import Policy, drive
+from compressbench.runner.executors import ExecutorSettings, JobOutcome
+from compressbench.runner.job import check_train_split, make_job
+from compressbench.runtime import served_form
 from compressbench.store import Store
+from compressbench.techniques import Need
+from compressbench.version import __version__
 from compressbench.weights import file_sha256
+from compressbench.workflows.search import search
+from compressbench.workflows.search_space import LATENCY_PLANS, SIZE_PLANS, plan_needs
+from compressbench.workflows.shortlists import LeftOut, input_meets
+from compressbench.workflows.shortlists import shortlist as table_shortlist
 
 Objective = Literal["latency", "size"]
-# The shortlist `--recipes auto` tries. Post-training recipes fit any input; the training ones need a train split
-# and the model's torch code (distillation also a factory that builds a narrower student).
-POST_TRAINING = ["none", "quant.dynamic", "quant.static"]
-NNCF = "quant.nncf"
-BF16 = "precision.bf16"
-TRAINING = [
-    {"name": "prune.channels-30", "steps": [{"technique": "prune.channels", "ratio": 0.3}]},
-    {"name": "prune.channels-50", "steps": [{"technique": "prune.channels", "ratio": 0.5}]},
-    "prune+quant",
-]
-# The student trains 10 epochs (and its control as long): the default, twice the teacher's, is 40 for a user model.
-DISTILL = {"name": "distill.kd-half", "steps": [{"technique": "distill.kd", "width": 0.5, "epochs": 10}]}
+# `--recipes auto` tries the recipe table's `auto` shortlist (recipe_files/shortlists.yaml), each recipe where the
+# input meets its steps' needs (a train split, torch code, a factory taking width=, attention layers, ...).
 BASELINE = "none"
 
 
@@ -108,8 +101,8 @@ def compress_model(
         target_batch=batch,
         latency=(latency or LatencySettings()).with_batch(batch),
     )
-    trainable = len(bundle.train) > 0 and not is_onnx_model(model_config.name)
-    distillable = instance is None and not is_onnx_model(model_config.name)
+    # What the input offers, for the shortlists that are chosen by it (a model is built once to look for attention).
+    meets = _input_meets(model_config, instance, bundle) if recipes in ("auto", "search") else frozenset()
     cache = cache or Cache(default_cache_dir())
     searched = None
     if recipes == "search":
@@ -117,28 +110,25 @@ def compress_model(
             raise CompressbenchError("fine_tune_epochs: the search chooses fine-tuning epochs; drop it with 'search'")
         searched = search(dataset, model_config, out=work / "search", max_accuracy_drop=max_accuracy_drop,
                           objective=objective, batch=batch, trials=search_trials, timeout_s=search_timeout_s,
-                          plans=_search_plans(objective, trainable, distillable), seed=seed, measure=measure,
+                          plans=_search_plans(objective, meets), seed=seed, measure=measure,
                           cache=cache, executor=executor)  # fmt: skip
         shortlist = [BASELINE, *({"name": t["recipe"], "steps": t["steps"]} for t in searched.leaders)]
     else:
-        shortlist = _shortlist(recipes, has_train=trainable, distillable=distillable)
+        shortlist, left_out = _shortlist(recipes, meets)
+        if left_out:
+            log("compress: left out of the auto shortlist: " + "; ".join(str(item) for item in left_out))
         shortlist = [_with_fine_tune_epochs(recipe, fine_tune_epochs) for recipe in shortlist]
     jobs = [make_job(dataset, model_config, recipe, seed=seed, measure=measure) for recipe in shortlist]
     for job in jobs:  # every refusal before anything runs
         check_train_split(load_recipe(job.recipe), bundle)
     store = Store(work / "results.db")
     started = time.perf_counter()
-    todo = [job for job in jobs if not _stored(job, store, work)]
-    with progress.bar("compress", len(jobs)) as bar:
-        if bar is not None:
-            bar.update(bar.task_ids[0], advance=len(jobs) - len(todo))
 
-        def stored(outcome: JobOutcome) -> None:
-            _store(outcome, store, work)
-            if bar is not None:
-                bar.update(bar.task_ids[0], advance=1)
+    def keep_artifact(outcome: JobOutcome) -> None:
+        _keep_artifact(outcome, work)
 
-        run_jobs(todo, cache, stored, executor, keep_artifacts=True)
+    drive(jobs, store, cache, _policy(work), executor=executor, on_outcome=keep_artifact, title="compress",
+          keep_artifacts=True)  # fmt: skip
     runs = [run for run in store.runs() if run.key in {job.key() for job in jobs}]
     failed = {run.recipe: (run.error or "").splitlines()[0] for run in runs if run.status == "failed"}
     answer = recommend(summarise_runs(runs), max_accuracy_drop, objective, batch)
@@ -194,17 +184,24 @@ def _model_config(
     return ModelConfig(name=model, weights=str(weights)), None
 
 
-def _shortlist(recipes: str | list, *, has_train: bool, distillable: bool) -> list[str | dict]:
-    """The recipes to try: 'auto' (what fits the input), a YAML file with `recipes:`, or the given list. The
-    baseline ("none") is always first: every candidate is judged against it."""
+def _input_meets(model_config: ModelConfig, instance: nn.Module | None, bundle) -> frozenset[Need]:
+    """The needs this input meets (shortlists.input_meets): a factory's model is built once, unweighted, to see its
+    layers; an ONNX graph has no torch code."""
+    if is_onnx_model(model_config.name):
+        return input_meets(None, factory=None, train_split=len(bundle.train) > 0)
+    module = instance if instance is not None else build_model(ModelConfig(name=model_config.name), bundle.spec)
+    return input_meets(module, factory=None if instance is not None else model_config.name,
+                       train_split=len(bundle.train) > 0)  # fmt: skip
+
+
+def _shortlist(recipes: str | list, meets: frozenset[Need] = frozenset()) -> tuple[list[str | dict], list[LeftOut]]:
+    """The recipes to try, and those of `auto` left out (with the need each misses): 'auto' (the table's shortlist,
+    where the input `meets` their needs), a YAML file with `recipes:`, or the given list. The baseline ("none") is
+    always first: every candidate is judged against it."""
+    left_out: list[LeftOut] = []
     if recipes == "auto":
-        chosen: list[str | dict] = list(POST_TRAINING)
-        if "openvino" in installed_runtimes():
-            chosen.append(NNCF)
-        if has_train:
-            chosen += TRAINING + ([DISTILL] if distillable else [])
-        if {"avx512_bf16", "amx_bf16"} & set(cpu_info()["flags"]):
-            chosen.append(BF16)
+        kept, left_out = table_shortlist("auto", meets)
+        chosen: list[str | dict] = [recipe.name for recipe in kept]
     elif isinstance(recipes, str) and recipes.endswith((".yaml", ".yml")):
         document = read_yaml_mapping(Path(recipes), "recipes file")
         if not isinstance(document.get("recipes"), list):
@@ -215,16 +212,14 @@ def _shortlist(recipes: str | list, *, has_train: bool, distillable: bool) -> li
     else:
         chosen = list(recipes)
     names = [load_recipe(recipe).name for recipe in chosen]
-    return chosen if BASELINE in names else [BASELINE, *chosen]
+    return (chosen if BASELINE in names else [BASELINE, *chosen]), left_out
 
 
-def _search_plans(objective: str, trainable: bool, distillable: bool) -> list[str]:
-    """The plans a search may draw for this input: int8 alone without a train split or torch code, no
-    distillation without a factory to build a narrower student."""
-    if not trainable:
-        return ["quant"]
+def _search_plans(objective: str, meets: frozenset[Need]) -> list[str]:
+    """The plans a search may draw for this input: those whose steps' needs it meets (int8 alone without a train
+    split or torch code, no distillation without a factory taking width=, no channel pruning of attention)."""
     plans = SIZE_PLANS if objective == "size" else LATENCY_PLANS
-    return [plan for plan in plans if distillable or not plan.startswith("distill")]
+    return [plan for plan in plans if plan_needs(plan) <= meets]
 
 
 def _with_fine_tune_epochs(recipe: str | dict, epochs: int | None) -> str | dict:
@@ -243,60 +238,26 @@ def _with_fine_tune_epochs(recipe: str | dict, epochs: int | None) -> str | dict
     return {**canonical, "steps": [{k: v for k, v in step.items() if k != "family"} for step in steps]}
 
 
-def _stored(job: JobConfig, store: Store, work: Path) -> bool:
-    """Whether the job is stored with its artifact (or stored as failed): a re-run does not run it again."""
-    stored = store.get(job.key())
-    return stored is not None and (
-        stored.status == "failed" or (work / "artifacts" / job.key() / "artifact.json").is_file()
-    )
+def _policy(work: Path) -> Policy:
+    """Compress never runs a stored failure again and stores every failure; a stored success counts only with the
+    artifact it served on disk beside it."""
+    return Policy(rerun_failed=False, store_failures=True,
+                  reuse=lambda run: (work / "artifacts" / run.key / "artifact.json").is_file())  # fmt: skip
 
 
-def _store(outcome: JobOutcome, store: Store, work: Path) -> None:
-    """Store one job's outcome with the artifact it served; a failure is stored and the others go on, except the
-    baseline's: the user's model itself cannot be measured, so nothing else can be judged."""
+def _keep_artifact(outcome: JobOutcome, work: Path) -> None:
+    """Write the artifact a finished job served, before its run is stored; the user's model itself failing stops
+    compress (nothing else can be judged without it). Another recipe's failure is stored and the others go on."""
     job, result = outcome.job, outcome.result
-    key, label = job.key(), job.recipe["name"]
     if result is None:
-        if label == BASELINE:
+        if job.recipe["name"] == BASELINE:
             raise outcome.exception or CompressbenchError(f"your model could not be measured: {outcome.error}")
-        store.put(key, job.identity(), error=outcome.error)
-        progress.log(f"[red]failed[/red] {label}: {(outcome.error or '').splitlines()[0]}")
         return
-    artifact = outcome.artifacts["candidate"]
-    _write_artifact(served_for_openvino(artifact) if result.runtime == "openvino" else artifact,
-                    work / "artifacts" / key)  # fmt: skip
-    store.put(key, job.identity(), result=result)
-    speed = " ".join(f"b{b} {s:.2f}x" for b, s in result.speedup.items())
-    progress.log(
-        f"[green]ok[/green] {label} on {result.runtime}: accuracy {result.candidate.accuracy:.4f} "
-        f"(drop {result.accuracy_drop_pt:+.2f} pt), speed-up {speed}, {result.size_ratio:.2f}x smaller file"
-    )
-
-
-def _write_artifact(artifact: Any, folder: Path) -> None:
-    """The artifact as it was served: an ONNX graph as model.onnx; on OpenVINO its IR (model.xml + .bin; an ONNX
-    graph converted by the same read_model the measurement used); a torch module as safetensors."""
+    artifact = served_form(outcome.artifacts["candidate"], result.runtime)
+    folder = work / "artifacts" / job.key()
     folder.mkdir(parents=True, exist_ok=True)
-    kind = kind_of(artifact).name
-    if kind == ONNX:
-        onnx.save(artifact, folder / "model.onnx")
-        files = ["model.onnx"]
-    elif kind == OPENVINO:
-        import openvino as ov
-
-        ov.save_model(artifact, folder / "model.xml", compress_to_fp16=False)
-        files = ["model.xml", "model.bin"]
-    else:
-        (folder / "model.safetensors").write_bytes(kind_of(artifact).serialise(artifact))
-        files = ["model.safetensors"]
-    (folder / "artifact.json").write_text(json.dumps({"kind": kind, "files": files}))
-
-
-def served_for_openvino(artifact: Any) -> Any:
-    """What OpenVINO ran: an ONNX graph is converted on load, so its IR is that conversion."""
-    from compressbench.runtime.openvino import onnx_to_openvino
-
-    return onnx_to_openvino(artifact) if kind_of(artifact).name == ONNX else artifact
+    files = kind_of(artifact).write(artifact, folder)
+    (folder / "artifact.json").write_text(json.dumps({"kind": kind_of(artifact).name, "files": files}))
 
 
 def _manifest(winner, by_recipe, choice, failed, *, settings, model_config, bundle_notes, seconds) -> dict[str, Any]:
@@ -374,7 +335,7 @@ def _finish(work: Path, out: Path, winner, manifest: dict[str, Any]) -> Path:
         "kind": described["kind"],
         "runtime": manifest["choice"]["runtime"],
         "files": {name: file_sha256(staging / name) for name in described["files"]},
-        "inputs": _io(staging, described),
+        "inputs": artifact_kinds.get(described["kind"]).describe(read_artifact(staging, described["kind"])),
     }
     (work / "study.json").write_text(
         json.dumps(
@@ -409,97 +370,4 @@ def _copy_database(source: Path, destination: Path) -> None:
         connection.backup(copy_to)
 
 
-def _io(folder: Path, described: dict[str, Any]) -> dict[str, Any]:
-    """Input and output names, shapes (a name for a dynamic axis) and element types of the artifact."""
-    if described["kind"] == ONNX:
-        graph = onnx.load(folder / "model.onnx").graph
-
-        def describe(values) -> list[dict[str, Any]]:
-            return [
-                {
-                    "name": v.name,
-                    "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
-                    "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
-                }
-                for v in values
-            ]
-
-        initializers = {i.name for i in graph.initializer}
-        return {
-            "inputs": describe([v for v in graph.input if v.name not in initializers]),
-            "outputs": describe(graph.output),
-        }
-    if described["kind"] == OPENVINO:
-        import openvino as ov
-
-        model = ov.Core().read_model(folder / "model.xml")
-
-        def ports(values) -> list[dict[str, Any]]:
-            return [
-                {"name": p.any_name, "shape": str(p.partial_shape), "dtype": p.element_type.get_type_name()}
-                for p in values
-            ]
-
-        return {"inputs": ports(model.inputs), "outputs": ports(model.outputs)}
-    return {"inputs": "the torch module's forward(x), x float32 as the loader returns it", "outputs": "logits"}
-
-
-def verify(folder: Path | str, data: str | None = None, threads: int | None = None) -> dict[str, Any]:
-    """Check the artifact's SHA-256 against its manifest and measure its accuracy and latency here again."""
-    from compressbench.measure.accuracy import measure_accuracy
-    from compressbench.measure.latency import measure_latency_interleaved
-    from compressbench.runtime import open_session
-
-    folder = Path(folder)
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
-        raise CompressbenchError(f"{folder}: no manifest.json (not a compress output folder)")
-    manifest = json.loads(manifest_path.read_text())
-    for name, expected in manifest["artifact"]["files"].items():
-        if not (folder / name).is_file():
-            raise CompressbenchError(f"{folder / name}: missing (the manifest lists it)")
-        if (actual := file_sha256(folder / name)) != expected:
-            raise CompressbenchError(
-                f"{folder / name}: SHA-256 {actual[:16]}... differs from the manifest's {expected[:16]}...: "
-                "not the artifact that was measured"
-            )
-    kind, runtime = manifest["artifact"]["kind"], manifest["artifact"]["runtime"]
-    if kind == TORCH:
-        raise CompressbenchError(f"{folder}: a torch module needs its code to run; verify checks graph artifacts")
-    artifact = onnx.load(folder / "model.onnx") if kind == ONNX else _read_ir(folder / "model.xml")
-    settings = manifest["measurement"]
-    latency = LatencySettings(**{**settings["latency"], **({"threads": threads} if threads else {})})
-    bundle = load_dataset(DatasetConfig(name=data or manifest["input"]["data"], as_given=True),
-                          manifest["evaluation"].get("seed") or 0)  # fmt: skip
-    session = open_session(artifact, runtime, latency.threads, manifest["compressed"]["runtime"].get(
-        "requested_precision", "fp32"))  # fmt: skip
-    accuracy = measure_accuracy(session, bundle.test)
-    timed = measure_latency_interleaved([session], bundle.test.x[: settings["latency_samples"]], latency)[0]
-    here = cpu_info()
-    return {
-        "sha256": "matches the manifest",
-        "cpu": {
-            "here": here["model"],
-            "manifest": manifest["environment"]["cpu"]["model"],
-            "same_cpu": here["model"] == manifest["environment"]["cpu"]["model"],
-        },  # fmt: skip
-        "accuracy": {
-            "here": accuracy.accuracy,
-            "manifest": manifest["compressed"]["accuracy"],
-            "test_samples": accuracy.samples,
-        },  # fmt: skip
-        "latency_ms": {
-            str(b): {"here": s.p50_ms, "manifest": manifest["compressed"]["latency_ms"].get(str(b))}
-            for b, s in timed.items()
-        },
-        "runtime": runtime,
-    }
-
-
-def _read_ir(path: Path) -> Any:
-    import openvino as ov
-
-    return ov.Core().read_model(path)
-
-
-__all__ = ["CompressOutcome", "compress_model", "verify"]
+__all__ = ["CompressOutcome", "compress_model"]
