@@ -107,6 +107,7 @@ def test_a_search_runs_its_trials_on_the_cluster(cluster, tmp_path):
     assert all(run.result.environment["node"]["ray_node_id"] == cluster for run in runs)
 
 
+@pytest.mark.slow
 def test_the_local_executor_never_imports_ray_and_a_missing_ray_is_one_line(tmp_path, monkeypatch):
     code = (
         "import sys, compressbench as cb; cb.run_study(sys.argv[1], sys.argv[2]); "

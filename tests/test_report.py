@@ -39,11 +39,14 @@ BASELINE = {
 
 
 def put(
-    store, recipe, steps, accuracy, speedup, size_ratio, seed=0, flags=(), model="mlp", control=None, recorded=None
-):
-    """Store one hand-written run; `recorded` adds result fields (baseline_training, the steps' records)."""
+    store, recipe, steps, accuracy, speedup, size_ratio, seed=0, flags=(), model="mlp", control=None, recorded=None,
+    runtime="onnxruntime",
+):  # fmt: skip
+    """Store one hand-written run; `recorded` adds result fields (baseline_training, the steps' records); `runtime`
+    is the candidate's (the baseline is on ONNX Runtime)."""
     candidate = {
         **BASELINE,
+        "runtime": {"runtime": runtime},
         "accuracy": accuracy,
         "accuracy_ci": [accuracy - 0.01, accuracy + 0.01],
         "latency_ms": {b: ms / speedup[b] for b, ms in BASELINE["latency_ms"].items()},
@@ -113,6 +116,45 @@ def test_recommend_latency_never_slower_and_skips_broken_runs(fixture_store):
     assert {a.model: a for a in recommend(summaries, 6.0, "latency", 256)}["mlp"].best.recipe == "distill.kd"
     size = {a.model: a for a in recommend(summaries, 1.0, "size")}["mlp"]
     assert size.best.recipe == "prune+quant" and size.runner_up.recipe == "quant.static"
+
+
+def test_the_uncompressed_model_on_a_faster_runtime_wins_when_no_compression_beats_it(tmp_path):
+    """The figures of a third-party CNN measured in one compress run: OpenVINO alone 1.79x at batch 32, NNCF int8
+    1.25x, static int8 on ONNX Runtime 0.5x. The answer is the model unchanged on OpenVINO, never the slower int8."""
+    store = Store(tmp_path / "results.db")
+    put(store, "none", [], 0.90, {"1": 1.27, "256": 1.79}, 1.0, runtime="openvino")
+    put(store, "quant.nncf", ["quant.nncf"], 0.899, {"1": 0.74, "256": 1.25}, 0.59, runtime="openvino")
+    put(store, "quant.static", ["quant.static"], 0.899, {"1": 0.38, "256": 0.50}, 3.0)
+    (answer,) = recommend(summarise_runs(store.runs()), 1.0, "latency", 256)
+    assert answer.best.recipe == "none" and answer.best.runtime == "openvino" and answer.best.runtime_only
+    assert answer.runner_up is None
+    assert answer.reason.startswith("runtime only: the model unchanged on openvino runs 1.79x faster at batch 256")
+
+
+def test_a_compression_must_beat_the_best_uncompressed_runtime_by_more_than_noise(tmp_path):
+    store = Store(tmp_path / "results.db")
+    put(store, "none", [], 0.90, {"1": 1.0, "256": 1.50}, 1.0, runtime="openvino")
+    put(store, "quant.nncf", ["quant.nncf"], 0.899, {"1": 1.2, "256": 1.55}, 3.0, runtime="openvino")  # < 1.05 x 1.5
+    put(store, "prune+quant", ["prune.channels", "quant.static"], 0.895, {"1": 1.1, "256": 2.9}, 7.0,
+        runtime="openvino")  # fmt: skip
+    (answer,) = recommend(summarise_runs(store.runs()), 1.0, "latency", 256)
+    assert (answer.best.recipe, answer.runner_up.recipe) == ("prune+quant", "none")
+    assert "(1.93x over the uncompressed model on openvino)" in answer.reason
+    # At batch 1 OpenVINO alone is no faster: a 1.2x int8 qualifies against the baseline itself.
+    (batch1,) = recommend(summarise_runs(store.runs()), 1.0, "latency", 1)
+    assert batch1.best.recipe == "quant.nncf"
+
+
+def test_a_file_larger_than_the_baselines_is_called_larger(tmp_path):
+    store = Store(tmp_path / "results.db")
+    put(store, "none", [], 0.90, {"1": 1.0, "256": 1.0}, 1.0)
+    put(store, "quant.nncf", ["quant.nncf"], 0.899, {"1": 1.2, "256": 1.5}, 0.59, runtime="openvino")
+    assert {run.recipe: run.result.size_change for run in store.runs()} == {
+        "none": "1.00x smaller", "quant.nncf": "1.69x larger"
+    }  # fmt: skip
+    rows = [row for section in report_sections(store, {}) for _, body in section.tables for row in body
+            if "quant.nncf" in str(row)]  # fmt: skip
+    assert any("1.69x larger" in map(str, row) for row in rows)
 
 
 def test_claim_verdicts(fixture_store):

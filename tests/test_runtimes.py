@@ -155,3 +155,17 @@ def test_nncf_accuracy_control_keeps_the_layer_that_int8_breaks_in_fp32(cache):
     assert plain_val["fp32"] - plain_val["int8"] > 0.3
     assert controlled_val["fp32"] - controlled_val["int8"] <= 0.01
     assert 0 < controlled.records[-1]["fake_quantize_ops"] < plain.records[-1]["fake_quantize_ops"]
+
+
+def test_an_openvino_error_is_reported_whole_on_one_line_not_cut_at_its_location():
+    from compressbench.runtime.openvino import openvino_cause
+
+    raised = RuntimeError(
+        "Exception from src/inference/src/cpp/core.cpp:84:\nCheck 'false' failed at src/frontends/common_translators/"
+        "src/unconverted_ops_report.cpp:151:\nFrontEnd API failed with OpConversionFailure:\nModel wasn't fully "
+        "converted.\nSummary:\n-- No conversion rule found for operations: NoSuchOp-17\n\n"
+    )
+    assert openvino_cause(raised) == (
+        "FrontEnd API failed with OpConversionFailure: Model wasn't fully converted. Summary: -- No conversion rule "
+        "found for operations: NoSuchOp-17"
+    )

@@ -35,6 +35,7 @@ def _complete(out):
         return []
 
 
+@pytest.mark.slow
 def test_a_search_starts_with_the_fixed_recipes_and_stores_every_trial(tmp_path):
     space = SearchSpace.for_model(trains=True, runtime="onnxruntime")
     outcome = search("digits", "mlp", out=tmp_path, trials=len(space.fixed()) + 1, max_accuracy_drop=1.0, **OPTIONS)

@@ -168,6 +168,10 @@ def compress_(
     max_accuracy_drop: Annotated[float, typer.Option(help="accuracy budget in points")] = 1.0,
     objective: Annotated[Objective, typer.Option(help="what the winner minimises")] = Objective.latency,
     batch: Annotated[int, typer.Option(help="the batch size your service runs: decides latency and runtime")] = 1,
+    batch_sizes: Annotated[
+        list[int] | None,
+        typer.Option("--batch-sizes", help="batch sizes timed besides --batch (repeat the option; default 1)"),
+    ] = None,
     runtime: Annotated[str, typer.Option(help="onnxruntime, openvino, or auto (fastest installed)")] = "auto",
     fine_tune_epochs: Annotated[
         int | None, typer.Option(help="fine-tuning epochs of every pruning / distillation step")
@@ -192,6 +196,7 @@ def compress_(
         max_accuracy_drop=max_accuracy_drop,
         objective=objective.value,
         batch=batch,
+        batch_sizes=tuple(batch_sizes or (1,)),
         runtime=runtime,
         fine_tune_epochs=fine_tune_epochs,
         seed=seed,
@@ -203,8 +208,7 @@ def compress_(
     manifest = outcome.manifest
     choice = manifest["choice"]
     out.print(
-        f"chosen: {choice['recipe'] or 'the baseline (nothing met the budget)'} on {choice['runtime']}: "
-        f"{choice['why']}",
+        f"chosen: {_chosen(choice)} on {choice['runtime']}: {choice['why']}",
         highlight=False,
         soft_wrap=True,
     )
@@ -217,6 +221,12 @@ def compress_(
     if searched := manifest.get("search"):
         out.print(f"search: {searched['trials']} trials ({searched['stopped']}), {searched['within_budget']} within "
                   f"the budget; its report: {outcome.out / searched['report']}", highlight=False)  # fmt: skip
+
+
+def _chosen(choice: dict[str, Any]) -> str:
+    if choice.get("runtime_only"):
+        return "your model unchanged (runtime only)"
+    return choice["recipe"] or "the baseline (nothing met the budget)"
 
 
 @app.command("search")
@@ -345,7 +355,7 @@ def side_by_side(result: cb.RunResult) -> Table:
             f"{after:.3f} ms",
             f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower",
         )
-    table.add_row("file size", _bytes(base.size_bytes), _bytes(cand.size_bytes), f"{result.size_ratio:.2f}x smaller")
+    table.add_row("file size", _bytes(base.size_bytes), _bytes(cand.size_bytes), result.size_change)
     table.add_row(
         "stored size",
         _bytes(base.stored_bytes),

@@ -73,3 +73,13 @@ class RunResult(BaseModel):
     def runtime(self) -> str:
         """The runtime the candidate's headline figures come from."""
         return self.candidate.runtime["runtime"]
+
+    @property
+    def size_change(self) -> str:
+        """The deployable file against the baseline's, in words: "3.57x smaller", or "1.70x larger" below 1."""
+        return size_words(self.size_ratio)
+
+
+def size_words(ratio: float) -> str:
+    """A size ratio (baseline bytes / candidate bytes) as a reader says it: never "0.59x smaller"."""
+    return f"{ratio:.2f}x smaller" if ratio >= 1 else f"{1 / ratio:.2f}x larger"

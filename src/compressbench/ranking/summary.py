@@ -42,10 +42,16 @@ class RecipeSummary:
     macs: int
     runtime: str
     flags: list[str] = field(default_factory=list)
+    baseline_runtime: str = "onnxruntime"  # where the baseline every speed-up is against was timed
     control: dict[str, Any] | None = None  # the distillation control (student alone), when the recipe has one
     fine_tune_steps: int | None = None  # optimiser steps of fine-tuning in all (first seed); None: none recorded
     # The test accuracy this baseline should reach (the shipped baseline of the same zoo model and data), when known.
     reference_accuracy: float | None = None
+
+    @property
+    def runtime_only(self) -> bool:
+        """The uncompressed model served on another runtime than the baseline's: a move, not a compression."""
+        return self.recipe == "none" and self.runtime != self.baseline_runtime
 
     @property
     def usable(self) -> bool:
@@ -86,6 +92,7 @@ def summarise_runs(runs: list[Run]) -> list[RecipeSummary]:
                 params=first.candidate.params,
                 macs=first.candidate.macs,
                 runtime=first.runtime,
+                baseline_runtime=first.baseline.runtime["runtime"],
                 flags=flags,
                 control={"accuracy": Stat.of(controls)} if controls else None,
                 fine_tune_steps=_fine_tune_steps(first.steps),

@@ -17,6 +17,7 @@ from compressbench.errors import CompressbenchError
 from compressbench.ranking import RecipeSummary, by_model, recommend, summarise_runs
 from compressbench.reporting.claims import CLAIMS, Verdict, hybrids_vs_parts, judge_claims
 from compressbench.reporting.sections import Cell, Section, Table, render_html, render_markdown
+from compressbench.results import size_words
 from compressbench.store import Run, RunResult, Store
 
 RUNTIMES_TITLE = "The same candidates on every runtime"
@@ -52,7 +53,7 @@ def recipe_table(group: list[RecipeSummary]) -> Table:
         *[f"latency b{b} ms" for b in batches],
         *[f"speed-up b{b}" for b in batches],
         "file KiB",
-        "size ratio",
+        "file vs baseline",
         "stored KiB",
         "compression",
         "MACs",
@@ -66,14 +67,14 @@ def recipe_table(group: list[RecipeSummary]) -> Table:
             accuracy += f"; alone {_pct(s.control['accuracy'].mean)}"
         rows.append(
             [
-                s.recipe,
+                f"{s.recipe} (runtime only)" if s.runtime_only else s.recipe,
                 s.runtime,
                 accuracy,
                 f"{-s.accuracy_drop_pt.mean:+.2f}",
                 *[f"{s.latency_ms[b].mean:.3f}" for b in batches],
                 *[f"{s.speedup[b].mean:.2f}x" for b in batches],
                 f"{s.size_bytes / 1024:.1f}",
-                f"{s.size_ratio:.2f}x",
+                size_words(s.size_ratio),
                 f"{s.stored_bytes / 1024:.1f}",
                 f"{s.compression_ratio:.1f}x",
                 f"{s.macs:,}",

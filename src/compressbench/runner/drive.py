@@ -109,6 +109,6 @@ def headline(result: RunResult) -> str:
     speed = " ".join(f"b{b} {s:.2f}x" for b, s in result.speedup.items())
     return (
         f"on {result.runtime}: accuracy {result.candidate.accuracy:.4f} (drop {result.accuracy_drop_pt:+.2f} pt), "
-        f"speed-up {speed}, file {result.size_ratio:.2f}x smaller, stored {result.compression_ratio:.1f}x vs fp32 "
+        f"speed-up {speed}, file {result.size_change}, stored {result.compression_ratio:.1f}x vs fp32 "
         "params"
     )

@@ -26,7 +26,7 @@ from compressbench.measure.compare import MeasureSettings, measure_candidates, m
 from compressbench.measure.environment import environment
 from compressbench.models import ModelConfig, build_model, is_onnx_model, is_zoo_model, load_onnx_model
 from compressbench.prefixes import CHECK_SAMPLES, load_prefix, prefix_key, save_prefix, weights_digest
-from compressbench.progress import log
+from compressbench.progress import captured, log
 from compressbench.recipes import Recipe, final_form, load_recipe
 from compressbench.results import Metrics, RunResult
 from compressbench.runtime import serving_runtimes
@@ -285,7 +285,7 @@ def compress_phase(job: JobConfig, cache: Cache, after_step: Callable[[int, Prep
             continue
         log(f"[dim]step {number}/{len(recipe.steps)}: {step.technique.name}[/dim]")
         encoding = candidate.storage
-        with training_slot():
+        with training_slot(), captured(job.recipe["name"]):
             candidate = step.build().apply(candidate, context)
         if candidate.artifact is not None and candidate.storage is encoding:
             candidate.storage = None  # the new graph replaces the form an earlier step's encoding described
@@ -304,7 +304,7 @@ def measure_phase(job: JobConfig, prepared: Prepared, chosen_artifacts: dict[str
     candidate = prepared.candidate
     measured = {"baseline": starting_candidate(prepared.baseline, copy_module=False), "candidate": candidate,
                 **candidate.companions}  # fmt: skip
-    with timing_slot():
+    with timing_slot(), captured(job.recipe["name"]):
         metrics = measure_candidates(measured, data, job.measure, chosen_artifacts)
     result = summarise(job, data, metrics, candidate, prepared.baseline_meta)
     result.phase_seconds = {"compress": prepared.seconds, "measure": time.perf_counter() - started}

@@ -58,7 +58,7 @@ class OpenVinoSession:
             try:
                 compiled = self._core.compile_model(model, "CPU", config)
             except Exception as error:
-                raise CompressbenchError(f"openvino cannot compile the model: {str(error).splitlines()[0]}") from error
+                raise CompressbenchError(f"openvino cannot compile the model: {openvino_cause(error)}") from error
             self._compiled[batch] = (compiled, compiled.create_infer_request())
         return self._compiled[batch]
 
@@ -85,6 +85,15 @@ class OpenVinoSession:
         return request.get_output_tensor().data.copy()
 
 
+def openvino_cause(error: BaseException) -> str:
+    """An OpenVINO exception whole, on one line. Its text opens with where it was raised ("Exception from
+    src/inference/src/cpp/core.cpp:84:", "Check 'false' failed at ...:151:"): the cause is on the lines after, so
+    the first line alone says nothing. Source locations are dropped; every other line is kept."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    causes = [line for line in lines if not line.startswith(("Exception from ", "Check '"))]
+    return " ".join(causes or lines) or type(error).__name__
+
+
 def onnx_to_openvino(proto: onnx.ModelProto) -> Any:
     import openvino as ov
 
@@ -94,7 +103,7 @@ def onnx_to_openvino(proto: onnx.ModelProto) -> Any:
         try:
             return ov.Core().read_model(path)
         except Exception as error:
-            raise CompressbenchError(f"openvino cannot read the ONNX model: {str(error).splitlines()[0]}") from error
+            raise CompressbenchError(f"openvino cannot read the ONNX model: {openvino_cause(error)}") from error
 
 
 def ir_bytes(model: Any) -> bytes:

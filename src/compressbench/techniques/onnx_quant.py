@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -134,12 +135,13 @@ def first_and_last(graph: onnx.ModelProto) -> list[str]:
 def quantize_with(step: str, build: Callable[[Path], None]) -> onnx.ModelProto:
     """Run an ONNX Runtime quantizer call that writes to a file; errors become one CompressbenchError line.
 
-    The quantizer logs advice through the root logger and its histogram calibrators print to stdout: both are muted
-    (stdout must stay clean for `run --json`)."""
+    The quantizer logs advice through the root logger, its pre-processing logs a whole traceback at ERROR when graph
+    optimisation fails, and its histogram calibrators print to stdout: all are muted (stdout must stay clean for
+    `run --json`; the cause travels in the raised error, into the step's record or the stored failure)."""
     with tempfile.TemporaryDirectory() as folder:
         target = Path(folder) / "int8.onnx"
         try:
-            with quiet_root_logger(), contextlib.redirect_stdout(io.StringIO()):
+            with quiet_root_logger(logging.CRITICAL), contextlib.redirect_stdout(io.StringIO()):
                 build(target)
         except CompressbenchError:
             raise

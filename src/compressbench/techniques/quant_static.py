@@ -64,9 +64,10 @@ def quant_type(name: str):
 
 
 def preprocess(step: str, graph: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
-    """ONNX Runtime's pre-processing (symbolic shape inference, graph optimisation); returns the graph and what was
-    done. Symbolic shape inference fails on some graphs (a Reshape whose shape is computed at run time, as in
-    attention): then it is skipped, and the rest of the pre-processing still runs."""
+    """ONNX Runtime's pre-processing, as far as the graph allows; returns the graph and what was done. In order:
+    symbolic shape inference and graph optimisation; graph optimisation alone (symbolic shape inference fails on
+    some graphs: a Reshape whose shape is computed at run time, as in attention, or a Concat of shape tensors that
+    other exporters write); the graph as given."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     def run(target: Path, skip_symbolic_shape: bool = False) -> None:
@@ -75,10 +76,19 @@ def preprocess(step: str, graph: onnx.ModelProto) -> tuple[onnx.ModelProto, str]
     try:
         return quantize_with(step, run), "shape inference and graph optimisation"
     except CompressbenchError as error:
-        cause = error.__cause__ or error
+        symbolic = _cause(error)
+    try:
         processed = quantize_with(step, lambda target: run(target, skip_symbolic_shape=True))
-        why = f"{failing_node(cause)}: {type(cause).__name__}: {str(cause).strip() or '(no message)'}"
-        return processed, f"graph optimisation only (symbolic shape inference failed{why})"
+    except CompressbenchError as error:
+        return graph, f"none: the graph as given (symbolic shape inference failed{symbolic}; then {_cause(error)})"
+    return processed, f"graph optimisation only (symbolic shape inference failed{symbolic})"
+
+
+def _cause(error: CompressbenchError) -> str:
+    """Where and why a pre-processing attempt failed, for the step's record."""
+    cause = error.__cause__ or error
+    message = str(cause).strip().splitlines()[0] if str(cause).strip() else "(no message)"
+    return f"{failing_node(cause)}: {type(cause).__name__}: {message}"
 
 
 def check_op_types(step: str, op_types: list[str]) -> None:
@@ -110,8 +120,10 @@ def quantize_static_graph(
     percentile: float = 99.999,
     entropy_bins: int = 512,
     extra: dict[str, Any] | None = None,
+    quant_format: str = "QDQ",
 ) -> onnx.ModelProto:
-    """One QDQ quantization of `graph` (already pre-processed) with `calibration` inputs."""
+    """One static quantization of `graph` (already pre-processed) with `calibration` inputs, in `quant_format`: QDQ
+    (quantize / dequantize pairs around float ops, which runtimes fuse) or QOperator (QLinearConv, QLinearMatMul)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
     options: dict[str, Any] = dict(extra or {})
@@ -129,13 +141,27 @@ def quantize_static_graph(
             entropy_ranges(graph, calibration, op_types, cache, entropy_bins, symmetric=activation_type == "int8")
         quantize_static(
             fresh(graph), target, None if cache else ArrayReader(calibration, graph),
-            quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types, per_channel=per_channel,
+            quant_format=getattr(QuantFormat, quant_format), op_types_to_quantize=op_types, per_channel=per_channel,
             reduce_range=reduce_range, activation_type=quant_type(activation_type),
             weight_type=quant_type(weight_type), nodes_to_exclude=exclude or None, calibrate_method=method,
             extra_options=options, calibration_cache_path=cache,
         )  # fmt: skip
 
     return quantize_with(step, run)
+
+
+def quantized_in_a_format(
+    step: str, graph: onnx.ModelProto, calibration, **options: Any
+) -> tuple[onnx.ModelProto, str]:
+    """QDQ, or QOperator where ONNX Runtime's quantizer cannot write QDQ for the graph; the graph and what it took
+    (with why QDQ failed)."""
+    try:
+        return quantize_static_graph(step, graph, calibration, **options), "QDQ"
+    except CompressbenchError as error:
+        qdq_failed = str(error).removeprefix(f"{step}: ")
+        return quantize_static_graph(step, graph, calibration, quant_format="QOperator", **options), (
+            f"QOperator (QDQ failed: {qdq_failed})"
+        )
 
 
 def entropy_ranges(
@@ -191,10 +217,11 @@ class StaticQuantization(Technique):
             if config.exclude == "auto"
             else {(f", {len(user_exclude)} excluded" if user_exclude else ""): user_exclude}
         )
-        variants = {}
+        variants, formats = {}, {}
         for op_name, op_types in op_choices.items():
             for exclude_name, exclude in exclude_choices.items():
-                variants[op_name + exclude_name] = quantize_static_graph(
+                name = op_name + exclude_name
+                variants[name], formats[name] = quantized_in_a_format(
                     self.name, graph, calibration, op_types=op_types, exclude=exclude,
                     per_channel=config.per_channel, activation_type=config.activation_type,
                     weight_type=config.weight_type, reduce_range=config.reduce_range,
@@ -206,6 +233,8 @@ class StaticQuantization(Technique):
             "step": self.name, "calibration": config.calibration, "calibration_samples": len(calibration),
             "per_channel": config.per_channel, "activation_type": config.activation_type,
             "weight_type": config.weight_type, "reduce_range": config.reduce_range, "preprocessing": preprocessing,
+            # Per variant: QDQ, or QOperator with why QDQ failed.
+            "formats": {name: formats[name] for name in variants},
         }  # fmt: skip
         take_int8_variant(self.name, candidate, exported, variants, config, context, record)
         return candidate

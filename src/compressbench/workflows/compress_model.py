@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +28,7 @@ from compressbench.files import read_yaml_mapping
 from compressbench.measure.compare import MeasureSettings
 from compressbench.measure.latency import LatencySettings
 from compressbench.models import ModelConfig, build_model, is_onnx_model, register_instance
-from compressbench.progress import log
+from compressbench.progress import log, log_name, third_party_logs
 from compressbench.ranking import recommend, summarise_runs
 from compressbench.recipes import load_recipe
 from compressbench.runner.drive import Policy, drive
@@ -73,6 +74,7 @@ def compress_model(
     runtime: str = "auto",
     fine_tune_epochs: int | None = None,
     seed: int = 0,
+    batch_sizes: Sequence[int] = (1,),
     latency: LatencySettings | None = None,
     cache: Cache | None = None,
     search_trials: int = 20,
@@ -87,7 +89,9 @@ def compress_model(
     fine-tune). `recipes` is "auto", a list of recipe names / dicts, a YAML file with a `recipes:` list, or
     "search": an Optuna search of `search_trials` trials (or `search_timeout_s`) over the plans this input allows,
     whose three best feasible recipes are then run as the shortlist (their trained prefixes come from the cache).
-    `executor` runs the jobs (and the search's trials) on Ray instead of here.
+    `executor` runs the jobs (and the search's trials) on Ray instead of here. Latency is timed at `batch` and
+    `batch_sizes` (the batch sizes of `latency` are not used); the uncompressed model on each runtime measured is a
+    candidate too, and nothing slower than the fastest of them is handed back (`compressbench.ranking.recommend`).
     """
     out = Path(out)
     if out.exists():
@@ -99,7 +103,7 @@ def compress_model(
     measure = MeasureSettings(
         runtime=runtime,
         target_batch=batch,
-        latency=(latency or LatencySettings()).with_batch(batch),
+        latency=(latency or LatencySettings()).model_copy(update={"batch_sizes": timed_batches(batch_sizes, batch)}),
     )
     # What the input offers, for the shortlists that are chosen by it (a model is built once to look for attention).
     meets = _input_meets(model_config, instance, bundle) if recipes in ("auto", "search") else frozenset()
@@ -127,10 +131,11 @@ def compress_model(
     def keep_artifact(outcome: JobOutcome) -> None:
         _keep_artifact(outcome, work)
 
-    drive(jobs, store, cache, _policy(work), executor=executor, on_outcome=keep_artifact, title="compress",
-          keep_artifacts=True)  # fmt: skip
+    with third_party_logs(work / "logs"):  # what the libraries print goes to <out>/logs/<recipe>.log
+        drive(jobs, store, cache, _policy(work), executor=executor, on_outcome=keep_artifact, title="compress",
+              keep_artifacts=True)  # fmt: skip
     runs = [run for run in store.runs() if run.key in {job.key() for job in jobs}]
-    failed = {run.recipe: (run.error or "").splitlines()[0] for run in runs if run.status == "failed"}
+    failed = {run.recipe: _failure_line(run, work) for run in runs if run.status == "failed"}
     answer = recommend(summarise_runs(runs), max_accuracy_drop, objective, batch)
     if not answer:
         raise CompressbenchError(f"the baseline could not be measured: {failed.get(BASELINE, 'no run stored')}")
@@ -152,6 +157,15 @@ def compress_model(
                               "stopped": searched.stopped, "shortlist": [t["recipe"] for t in searched.leaders],
                               "report": "search/search.html"}  # fmt: skip
     return CompressOutcome(_finish(work, out, winner, manifest), manifest)
+
+
+def timed_batches(batch_sizes: Sequence[int], batch: int) -> tuple[int, ...]:
+    """The batch sizes compress times: the user's batch and those asked for besides it, each a positive integer."""
+    if bad := [b for b in batch_sizes if not isinstance(b, int) or b < 1]:
+        raise CompressbenchError(f"batch_sizes: {bad} are not positive integers")
+    if batch < 1:
+        raise CompressbenchError(f"batch: {batch} is not a positive integer")
+    return tuple(sorted({*batch_sizes, batch}))
 
 
 def _model_config(
@@ -238,6 +252,16 @@ def _with_fine_tune_epochs(recipe: str | dict, epochs: int | None) -> str | dict
     return {**canonical, "steps": [{k: v for k, v in step.items() if k != "family"} for step in steps]}
 
 
+def _failure_line(run, work: Path) -> str:
+    """A failed recipe in one line: the cause, and the log of what the libraries printed meanwhile when there is one
+    (its traceback is in results.db)."""
+    line = (run.error or "failed").splitlines()[0]
+    log = work / "logs" / log_name(run.recipe)
+    if log.is_file() and log.stat().st_size:
+        line += f" (library output: logs/{log.name})"
+    return line
+
+
 def _policy(work: Path) -> Policy:
     """Compress never runs a stored failure again and stores every failure; a stored success counts only with the
     artifact it served on disk beside it."""
@@ -271,6 +295,8 @@ def _manifest(winner, by_recipe, choice, failed, *, settings, model_config, bund
             "recipe": choice.best.recipe if choice.best else None,
             "runtime": result.runtime,
             "why": choice.reason,
+            # The model unchanged, served on a faster runtime than the baseline's: a move, not a compression.
+            "runtime_only": bool(choice.best and choice.best.runtime_only),
             "runner_up": {"recipe": runner_up.recipe, "runtime": runner_up.runtime} if runner_up else None,
             **settings,
         },
@@ -302,7 +328,9 @@ def _manifest(winner, by_recipe, choice, failed, *, settings, model_config, bund
                 "speedup": run.result.speedup,
                 "size_ratio": run.result.size_ratio,
                 "runtime": run.result.runtime,
+                "speedup_same_runtime": _same_runtime_speedup(run.result),
                 "flags": run.result.flags,
+                "steps": run.result.steps,  # what each step did: pre-processing, format, variants, layers
             }
             for name, run in by_recipe.items()
         },  # fmt: skip
@@ -312,6 +340,14 @@ def _manifest(winner, by_recipe, choice, failed, *, settings, model_config, bund
         "wall_seconds": seconds,
         "key": winner.key,
     }
+
+
+def _same_runtime_speedup(result) -> dict[str, float]:
+    """What the steps alone gained: the candidate against the uncompressed model on the candidate's own runtime
+    (timed in the same pass when every runtime was compared; else the runtime is the baseline's)."""
+    compared = (result.baseline.runtimes or {}).get(result.runtime, {})
+    on_runtime = compared.get("latency_ms") or result.baseline.latency_ms
+    return {b: on_runtime[b] / ms for b, ms in result.candidate.latency_ms.items() if b in on_runtime}
 
 
 def _figures(metrics) -> dict[str, Any]:
@@ -350,6 +386,10 @@ def _finish(work: Path, out: Path, winner, manifest: dict[str, Any]) -> Path:
     for name in ("report.html", "report.md"):
         shutil.copy2(work / name, staging / name)
     _copy_database(work / "results.db", staging / "results.db")
+    for printed in sorted((work / "logs").glob("*.log")):  # what the libraries printed: a file a recipe that did
+        if printed.stat().st_size:
+            (staging / "logs").mkdir(exist_ok=True)
+            shutil.copy2(printed, staging / "logs" / printed.name)
     if (work / "search").is_dir():  # compress --recipes search: the search's own report and trials beside
         (staging / "search").mkdir()
         for name in ("search.html", "search.md"):
