@@ -10,7 +10,7 @@ from conftest import FAST_MEASURE
 
 import compressbench as cb
 from compressbench import CompressbenchError
-from compressbench.runner.drive import Policy, drive
+from compressbench.runner.drive import Policy, drive, time_left
 from compressbench.runner.job import make_job
 from compressbench.store import Store
 from compressbench.workflows import search as search_workflow
@@ -122,3 +122,9 @@ def test_the_shipped_studies_plan_the_same_run_keys_as_before_the_restructuring(
     jobs, _ = plan(load_study(Path(__file__).parent.parent / "studies" / f"{name}.yaml"))
     planned = {f"{j.dataset.name} / {j.model.name} / {j.recipe['name']} / seed {j.seed}": j.key() for j in jobs}
     assert planned == expected
+
+
+def test_after_each_job_the_time_left_is_estimated_from_those_that_ran():
+    assert time_left([30.0, 50.0], 3) == " [dim](about 2 min left for 3 more)[/dim]"
+    assert time_left([12.0], 2) == " [dim](about 24 s left for 2 more)[/dim]"
+    assert time_left([12.0], 0) == ""

@@ -169,3 +169,24 @@ def test_an_openvino_error_is_reported_whole_on_one_line_not_cut_at_its_location
         "FrontEnd API failed with OpConversionFailure: Model wasn't fully converted. Summary: -- No conversion rule "
         "found for operations: NoSuchOp-17"
     )
+
+
+def test_openvino_compiles_every_axis_to_the_shape_of_the_data_and_agrees_with_onnxruntime(tmp_path):
+    """A CNN exported with dynamic batch, height and width (as other exporters leave them): the session fixes every
+    axis to the input it is given, one compiled model per shape."""
+    import io
+
+    import onnx
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()  # fmt: skip
+    buffer = io.BytesIO()
+    axes = {"x": {0: "batch", 2: "height", 3: "width"}}
+    torch.onnx.export(net, torch.zeros(1, 1, 8, 8), buffer, input_names=["x"], dynamo=False, dynamic_axes=axes)
+    graph = onnx.load_from_string(buffer.getvalue())
+    session = open_session(graph, "openvino")
+    x = np.random.default_rng(0).standard_normal((2, 1, 12, 10)).astype(np.float32)
+    np.testing.assert_allclose(session.run(x), open_session(graph, "onnxruntime").run(x), atol=1e-4)
+    compiled, _ = session.compiled_for(x.shape)
+    assert compiled.input(0).partial_shape.is_static and list(compiled.input(0).shape) == [2, 1, 12, 10]

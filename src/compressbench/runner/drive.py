@@ -84,18 +84,34 @@ def drive(
         if bar is not None:
             bar.update(bar.task_ids[0], advance=len(jobs) - len(todo))
 
+        ran: list[float] = []
+
         def done(outcome: JobOutcome) -> None:
             if on_outcome is not None:
                 on_outcome(outcome)
             driver.record(outcome)
             outcomes[outcome.job.key()] = outcome
+            ran.append(outcome.seconds)
             if title:
-                progress.log(outcome_line(outcome))
+                progress.log(outcome_line(outcome) + time_left(ran, len(todo) - len(ran)))
             if bar is not None:
                 bar.update(bar.task_ids[0], advance=1)
 
         run_jobs(todo, cache, done, executor, keep_artifacts=keep_artifacts, measure_every_step=measure_every_step)
     return [outcomes[job.key()] for job in jobs]
+
+
+def time_left(seconds: list[float], remaining: int) -> str:
+    """An estimate of the time the remaining jobs take, from the mean of those that ran (jobs differ: a training
+    recipe takes far longer than int8, so it is an estimate, said as one)."""
+    if not remaining or not seconds:
+        return ""
+    left = sum(seconds) / len(seconds) * remaining
+    return (
+        f" [dim](about {left / 60:.0f} min left for {remaining} more)[/dim]"
+        if left >= 60
+        else (f" [dim](about {left:.0f} s left for {remaining} more)[/dim]")
+    )
 
 
 def outcome_line(outcome: JobOutcome) -> str:
