@@ -69,21 +69,21 @@ def drive(
     or on Ray, `executor`) and recorded. `on_outcome` sees each job that ran before it is stored (it may write what
     the run served, or raise to stop the whole drive). With a `title`, a progress bar and one line per job."""
     jobs = list(jobs)
+    keys = [job.key() for job in jobs]  # a key hashes the job's identity (user files' fingerprints too): once each
     driver = Driver(store, policy)
     outcomes: dict[str, JobOutcome] = {}
-    todo: list[JobConfig] = []
-    for job in jobs:
-        if job.key() in outcomes or any(job.key() == other.key() for other in todo):
+    todo: dict[str, JobConfig] = {}
+    for key, job in zip(keys, jobs, strict=True):
+        if key in outcomes or key in todo:
             continue
         run = driver.stored(job)
         if run is None:
-            todo.append(job)
+            todo[key] = job
         else:
-            outcomes[job.key()] = JobOutcome(job, run.result, run.error, stored=True)
+            outcomes[key] = JobOutcome(job, run.result, run.error, stored=True)
     with progress.bar(title, len(jobs)) if title else nullcontext() as bar:
         if bar is not None:
             bar.update(bar.task_ids[0], advance=len(jobs) - len(todo))
-
         ran: list[float] = []
 
         def done(outcome: JobOutcome) -> None:
@@ -97,8 +97,9 @@ def drive(
             if bar is not None:
                 bar.update(bar.task_ids[0], advance=1)
 
-        run_jobs(todo, cache, done, executor, keep_artifacts=keep_artifacts, measure_every_step=measure_every_step)
-    return [outcomes[job.key()] for job in jobs]
+        run_jobs(todo.values(), cache, done, executor, keep_artifacts=keep_artifacts,
+                 measure_every_step=measure_every_step)  # fmt: skip
+    return [outcomes[key] for key in keys]
 
 
 def time_left(seconds: list[float], remaining: int) -> str:
@@ -107,11 +108,8 @@ def time_left(seconds: list[float], remaining: int) -> str:
     if not remaining or not seconds:
         return ""
     left = sum(seconds) / len(seconds) * remaining
-    return (
-        f" [dim](about {left / 60:.0f} min left for {remaining} more)[/dim]"
-        if left >= 60
-        else (f" [dim](about {left:.0f} s left for {remaining} more)[/dim]")
-    )
+    figure = f"{left / 60:.0f} min" if left >= 60 else f"{left:.0f} s"
+    return f" [dim](about {figure} left for {remaining} more)[/dim]"
 
 
 def outcome_line(outcome: JobOutcome) -> str:
