@@ -24,6 +24,7 @@ LAYERS = [
     ("recipes", ("compressbench.recipes", "compressbench.techniques", "compressbench.prefixes")),
     ("measuring and training", ("compressbench.measure", "compressbench.training")),
     ("runtimes", ("compressbench.runtime",)),
+    ("intake", ("compressbench.intake",)),
     ("models", ("compressbench.models", "compressbench.weights")),
     ("data", ("compressbench.data",)),
     ("ranking", ("compressbench.ranking",)),

@@ -48,6 +48,7 @@ _EXPORTS = {
     "SearchOutcome": "compressbench.workflows.search",
     # config and result types
     "DatasetConfig": "compressbench.data",
+    "DataSpec": "compressbench.data",
     "DataBundle": "compressbench.data",
     "ModelConfig": "compressbench.models",
     "TrainConfig": "compressbench.training",

@@ -156,12 +156,37 @@ def _executor(kind: str, address: str | None, max_retries: int, measure_on: str 
 @app.command("compress")
 @friendly
 def compress_(
-    model: Annotated[str, typer.Option(help="your factory (file.py:function or module:function), or a .onnx file")],
-    data: Annotated[str, typer.Option(help="your loader: inputs exactly as the model takes them")],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="your factory (file.py:function), a .onnx file, a Hugging Face model "
+            "folder, or timm:ARCHITECTURE (with --weights)"
+        ),
+    ],
+    data: Annotated[
+        str,
+        typer.Option(
+            help="your loader (file.py:function), a CSV / JSONL / Parquet file, a .npz "
+            "file, or an image folder (one subfolder per class)"
+        ),
+    ],
     out_dir: Annotated[Path, typer.Option("--out", help="a new folder for the artifact, manifest and reports")],
     weights: Annotated[
         Path | None, typer.Option(help="the factory's trained weights: .safetensors or a torch state dict")
     ] = None,
+    text_column: Annotated[str | None, typer.Option(help="a table's column of texts (default: text)")] = None,
+    label_column: Annotated[str | None, typer.Option(help="a table's column of labels (default: label)")] = None,
+    sequence_length: Annotated[
+        int | None, typer.Option(help="tokens per text for a model folder's tokenizer (default: 128 or fewer)")
+    ] = None,
+    image_size: Annotated[
+        tuple[int, int] | None, typer.Option(help="image folder: HEIGHT WIDTH the model takes (ONNX: from its graph)")
+    ] = None,
+    mean: Annotated[
+        str | None, typer.Option(help="image folder: per-channel mean after scaling, e.g. 0.485,0.456,0.406")
+    ] = None,
+    std: Annotated[str | None, typer.Option(help="image folder: per-channel std, e.g. 0.229,0.224,0.225")] = None,
+    layout: Annotated[str | None, typer.Option(help="image folder: NCHW (channels first) or NHWC")] = None,
     recipes: Annotated[
         str, typer.Option(help="auto, R1,R2,... (names), a YAML file with a recipes: list, or search (Optuna)")
     ] = "auto",
@@ -204,6 +229,10 @@ def compress_(
         search_trials=search_trials,
         search_timeout_s=_seconds(search_timeout, "--search-timeout") if search_timeout else None,
         executor=_executor(executor, address, max_retries, measure_on, cpus_per_job),
+        text_column=text_column,
+        label_column=label_column,
+        sequence_length=sequence_length,
+        image=_image_options(image_size, mean, std, layout),
     )
     manifest = outcome.manifest
     choice = manifest["choice"]
@@ -221,6 +250,24 @@ def compress_(
     if searched := manifest.get("search"):
         out.print(f"search: {searched['trials']} trials ({searched['stopped']}), {searched['within_budget']} within "
                   f"the budget; its report: {outcome.out / searched['report']}", highlight=False)  # fmt: skip
+
+
+def _image_options(size: tuple[int, int] | None, mean: str | None, std: str | None, layout: str | None):
+    """The image preprocessing the user declares (over the model's own: timm's data config, an ONNX graph's size)."""
+    declared: dict[str, Any] = {}
+    if size:
+        declared["size"] = list(size)
+    for name, text in (("mean", mean), ("std", std)):
+        if text:
+            try:
+                declared[name] = [float(v) for v in text.split(",")]
+            except ValueError:
+                raise CompressbenchError(f"--{name} {text!r}: numbers separated by commas") from None
+    if layout:
+        if layout.upper() not in ("NCHW", "NHWC"):
+            raise CompressbenchError(f"--layout {layout!r}: NCHW or NHWC")
+        declared["layout"] = layout.upper()
+    return declared or None
 
 
 def _chosen(choice: dict[str, Any]) -> str:

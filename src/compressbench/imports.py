@@ -14,9 +14,12 @@ from typing import Any
 
 from compressbench.errors import CompressbenchError, raised_with
 
+# Model references that name a source rather than a module (`timm:resnet18`): not `module:function` references.
+SOURCE_PREFIXES = ("timm:",)
+
 
 def is_user_reference(name: str) -> bool:
-    return ":" in name
+    return ":" in name and not name.startswith(SOURCE_PREFIXES)
 
 
 def load_reference(reference: str, what: str) -> Callable[..., Any]:

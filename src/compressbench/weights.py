@@ -87,6 +87,10 @@ def _state_dict(loaded: object, path: Path) -> dict[str, torch.Tensor]:
 def load_weights(module: nn.Module, path: Path | str) -> nn.Module:
     """Load the file's weights into `module` exactly: every missing, unexpected or mis-shaped key is listed in one
     error. A `module.` prefix on every key (a model saved inside DataParallel) is taken off."""
+    inner = getattr(module, "input_names", None) and getattr(module, "model", None)
+    if isinstance(inner, nn.Module):  # models.NamedInputs: the weights are the wrapped module's, as the user saved it
+        load_weights(inner, path)
+        return module
     state = read_weights(path)
     if all(key.startswith("module.") for key in state):
         state = {key.removeprefix("module."): value for key, value in state.items()}

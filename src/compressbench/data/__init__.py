@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
@@ -19,12 +20,18 @@ from compressbench.data.bundle import (
 from compressbench.errors import CompressbenchError
 from compressbench.registry import Registry
 
+if TYPE_CHECKING:
+    from compressbench.data.user import GivenData
+
 __all__ = [
     "DataBundle",
     "DataSpec",
     "DatasetConfig",
     "RawDataset",
     "Split",
+    "DataSource",
+    "data_source_of",
+    "data_sources",
     "datasets",
     "list_datasets",
     "load_dataset",
@@ -67,28 +74,58 @@ class DatasetConfig(BaseModel):
         description="a trained model's data: inputs exactly as the loader returns them (no normalisation, no "
         "added axis), and the train split optional (then calibration is held out of the evaluation data)",
     )
+    text_column: str | None = Field(None, description="a table's column of texts (or None: every other column "
+                                    "but the label is a numeric feature)")  # fmt: skip
+    label_column: str | None = Field(None, description="a table's column of labels (integers or names)")
+    preprocessing: dict[str, Any] | None = Field(
+        None,
+        description="how a file's texts or images become the model's inputs (a tokenizer and sequence length; a "
+        "resize, crop, mean / std and layout): declared by the model it is read for, recorded in the manifest and "
+        "applied identically at calibration, evaluation and verify",
+    )
 
     @model_serializer(mode="wrap")
     def _identity(self, dump: Any) -> dict[str, Any]:
-        """`as_given` appears only when set, so other datasets keep the keys they had before it existed."""
+        """Fields added after keys were first stored appear only when set, so other datasets keep their keys."""
         fields = dump(self)
-        if not fields.get("as_given"):
-            fields.pop("as_given", None)
+        for name in ("as_given", "text_column", "label_column", "preprocessing"):
+            if not fields.get(name):
+                fields.pop(name, None)
         return fields
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A kind of data reference that is a file or folder (a table, arrays, an image folder): `matches(name)` says
+    whether a name is one, `read(config)` gives its arrays with the config's preprocessing applied, and
+    `fingerprint(config)` the content hash that makes a run's key change when the data does."""
+
+    description: str
+    matches: Callable[[str], bool]
+    read: Callable[[DatasetConfig], GivenData]
+    fingerprint: Callable[[DatasetConfig], str]
+
+
+data_sources: Registry[DataSource] = Registry("data source")
+
+
+def data_source_of(name: str) -> DataSource | None:
+    """The registered source that reads `name` (the intake package registers them), or None."""
+    return next((data_sources.get(kind) for kind in data_sources if data_sources.get(kind).matches(name)), None)
 
 
 def list_datasets() -> list[str]:
     return datasets.names()
 
 
-_cache: dict[tuple[DatasetConfig, int], DataBundle] = {}
+_cache: dict[tuple[str, int], DataBundle] = {}
 
 
 def load_dataset(config: DatasetConfig | str, seed: int = 0) -> DataBundle:
     """Load and split a dataset; the same (config, seed) always gives the same bundle (cached in-process)."""
     if isinstance(config, str):
         config = DatasetConfig(name=config)
-    key = (config, seed)
+    key = (config.model_dump_json(), seed)  # a config holding a preprocessing mapping is not hashable
     if key not in _cache:
         _cache[key] = _load(config, seed)
     return _cache[key]
@@ -97,7 +134,7 @@ def load_dataset(config: DatasetConfig | str, seed: int = 0) -> DataBundle:
 def _load(config: DatasetConfig, seed: int) -> DataBundle:
     from compressbench.data.user import as_given_bundle, is_user_reference, load_user_data
 
-    if config.as_given:
+    if config.as_given or data_source_of(config.name) is not None:
         return as_given_bundle(config, seed)
     raw = load_user_data(config.name) if is_user_reference(config.name) else datasets.get(config.name)()
     if isinstance(raw, DataBundle):

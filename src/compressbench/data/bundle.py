@@ -27,15 +27,24 @@ class DataSpec:
     # split, loader and training loop handles one array type; a text model's exported graph takes int64 and the
     # runtimes' sessions cast to it.
     vocab_size: int | None = None
+    # Inputs as the model takes them. Integer inputs (token ids from a user's data) stay int64 end to end; a model
+    # with several inputs (input_ids, attention_mask, ...) gets them packed along axis 1 of x, in this order, and
+    # each graph takes them by these names (`models.NamedInputs` unpacks them for a torch module).
+    input_dtype: str = "float32"
+    input_names: tuple[str, ...] = ()
 
     @property
     def tokens(self) -> bool:
         return self.vocab_size is not None
 
+    @property
+    def torch_dtype(self) -> str:
+        return "int64" if self.input_dtype.startswith("int") else "float32"
+
 
 @dataclass(frozen=True)
 class Split:
-    x: np.ndarray  # float32, (N, *input_shape)
+    x: np.ndarray  # float32 or int64 (DataSpec.input_dtype), (N, *input_shape)
     y: np.ndarray  # int64, (N,)
 
     def __len__(self) -> int:
@@ -168,7 +177,7 @@ def make_bundle(
 
 def check_token_ids(source: str, x: np.ndarray, vocab_size: int) -> None:
     """Token ids: (N, L) integers in [0, vocab_size), and below 2^24 so that float32 carries them exactly."""
-    if x.ndim != 2:
+    if x.ndim != 2:  # the zoo's text loaders; a user's several inputs are checked by the intake that reads them
         raise CompressbenchError(f"{source}: token ids must have shape (N, sequence length), got {x.shape}")
     if not 0 < vocab_size <= 2**24:
         raise CompressbenchError(f"{source}: vocab_size {vocab_size} must lie in [1, 2^24] (ids travel as float32)")

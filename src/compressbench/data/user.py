@@ -8,16 +8,17 @@ apart from the samples accuracy is measured on.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from compressbench.data import DataBundle, DatasetConfig, RawDataset, _check_loader_output
+from compressbench.data import DataBundle, DatasetConfig, RawDataset, _check_loader_output, data_source_of
 from compressbench.data.bundle import DataSpec, Split, check_arrays
 from compressbench.errors import CompressbenchError
 from compressbench.imports import call_user, is_user_reference, load_reference
 
-__all__ = ["as_given_bundle", "is_user_reference", "load_user_data"]
+__all__ = ["GivenData", "as_given_bundle", "input_dtype", "is_user_reference", "load_user_data"]
 # Without a train split: at most this share of the evaluation data is held out for calibration and validation.
 HELD_OUT_SHARE = 0.2
 
@@ -27,24 +28,47 @@ def load_user_data(reference: str) -> RawDataset | DataBundle:
     return _check_loader_output(f"dataset {reference}", call_user(reference, "dataset", factory))
 
 
+@dataclass(frozen=True)
+class GivenData:
+    """A trained model's data as its source gives it: test arrays, train arrays or None, and what they are."""
+
+    test: tuple[np.ndarray, np.ndarray]
+    train: tuple[np.ndarray, np.ndarray] | None
+    num_classes: int
+    input_names: tuple[str, ...] = ()
+    vocab_size: int | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
 def as_given_bundle(config: DatasetConfig, seed: int) -> DataBundle:
-    """Splits of the loader's arrays as they are: val and calibration from the train split when there is one, else
-    held out of the evaluation data (`notes['held_out']` lists their indices there)."""
-    if not is_user_reference(config.name):
+    """Splits of the data as its source gives it: val and calibration from the train split when there is one, else
+    held out of the evaluation data (`notes['held_out']` lists their indices there). The source is a file or folder
+    read by a registered `DataSource` (CSV / JSONL / Parquet, .npz, an image folder) or a loader `file.py:function`."""
+    source = data_source_of(config.name)
+    if source is not None:
+        given = source.read(config)
+    elif is_user_reference(config.name):
+        raw = call_user(config.name, "dataset", load_reference(config.name, what="dataset"))
+        train, test, num_classes = _arrays(f"dataset {config.name}", raw)
+        given = GivenData(test, train, num_classes, input_names=input_names_of(raw))
+    else:
         raise CompressbenchError(
-            f"dataset {config.name!r}: a trained model's data comes from your loader ('file.py:function'), which "
-            "returns the inputs exactly as the model takes them"
+            f"dataset {config.name!r}: a trained model's data comes from a file (CSV, JSONL, Parquet, .npz), an "
+            "image folder or your loader ('file.py:function'), which returns the inputs exactly as the model takes them"
         )
+    return _given_splits(config, seed, given)
+
+
+def _given_splits(config: DatasetConfig, seed: int, given: GivenData) -> DataBundle:
     source = f"dataset {config.name}"
-    raw = call_user(config.name, "dataset", load_reference(config.name, what="dataset"))
-    train, test, num_classes = _arrays(source, raw)
-    x_test, y_test = test
+    x_test, y_test = given.test
     if config.test_limit is not None:
         x_test, y_test = x_test[: config.test_limit], y_test[: config.test_limit]
     rng = np.random.default_rng(seed)
     notes: dict[str, Any] = {"seed": seed, "normalisation": "none", "how": "inputs exactly as the loader returns them"}
-    if train is not None:
-        x_train, y_train = train
+    notes.update(given.notes)
+    if given.train is not None:
+        x_train, y_train = given.train
         order = rng.permutation(len(y_train))
         n_val = int(round(config.val_size * len(order))) if isinstance(config.val_size, float) else config.val_size
         if not 0 < n_val < len(order):
@@ -78,7 +102,18 @@ def as_given_bundle(config: DatasetConfig, seed: int) -> DataBundle:
             f"{held} samples held out of the {len(order)} evaluation samples (seed {seed}) for calibration and "
             f"validation; accuracy is measured on the other {len(test_idx)}"
         )
-    spec = DataSpec(config.name, tuple(x_test.shape[1:]), num_classes, (), "none", 0.0, 1.0)
+    spec = DataSpec(
+        config.name,
+        tuple(x_test.shape[1:]),
+        given.num_classes,
+        (),
+        "none",
+        0.0,
+        1.0,
+        vocab_size=given.vocab_size,
+        input_dtype=input_dtype(x_test),
+        input_names=given.input_names,
+    )
     return DataBundle(spec, **splits, notes=notes)
 
 
@@ -95,6 +130,7 @@ def _arrays(source: str, raw: object) -> tuple[tuple[np.ndarray, np.ndarray] | N
             f"{source}: must return a dict with x_test and y_test (x_train and y_train to fine-tune), a tuple "
             f"(x_test, y_test) or (x_train, y_train, x_test, y_test); got {type(raw).__name__}"
         )
+    raw = {key: packed(f"{source} {key}", value) if key.startswith("x_") else value for key, value in raw.items()}
     check_arrays(f"{source} test", raw["x_test"], raw["y_test"])
     has_train = raw.get("x_train") is not None or raw.get("y_train") is not None
     if has_train:
@@ -109,5 +145,33 @@ def _arrays(source: str, raw: object) -> tuple[tuple[np.ndarray, np.ndarray] | N
     return train, (raw["x_test"], raw["y_test"]), num_classes
 
 
+def input_dtype(x: np.ndarray) -> str:
+    """Signed integers (token ids, indices) stay int64 end to end; everything else (values, raw uint8 pixels) is
+    given to the model as float32."""
+    return "int64" if np.issubdtype(x.dtype, np.signedinteger) else "float32"
+
+
+def input_names_of(raw: object) -> tuple[str, ...]:
+    """The names of a loader's several inputs (x_test given as a dict of arrays by name), in its order."""
+    x_test = raw.get("x_test") if isinstance(raw, dict) else None
+    return tuple(x_test) if isinstance(x_test, dict) else ()
+
+
+def packed(source: str, x: object) -> object:
+    """Several inputs by name (a dict of arrays of one shape and dtype) packed along axis 1, in the dict's order."""
+    if not isinstance(x, dict):
+        return x
+    arrays = list(x.values())
+    if not arrays or any(not isinstance(a, np.ndarray) for a in arrays):
+        raise CompressbenchError(f"{source}: several inputs must be a dict of numpy arrays by input name")
+    if len({(a.shape, a.dtype) for a in arrays}) > 1:
+        shapes = ", ".join(f"{name} {a.shape} {a.dtype}" for name, a in x.items())
+        raise CompressbenchError(
+            f"{source}: several inputs must share one shape and dtype to travel together: {shapes}"
+        )
+    return np.stack(arrays, axis=1)
+
+
 def _split(x: np.ndarray, y: np.ndarray) -> Split:
-    return Split(np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64))
+    # Writeable and in memory: a file's inputs arrive memory-mapped read-only from the intake's cache.
+    return Split(np.require(x, input_dtype(x), ["C", "W"]), y.astype(np.int64))

@@ -83,7 +83,7 @@ def served_artifacts(
 
 def verified_export(module: nn.Module, data: DataBundle, settings: MeasureSettings) -> onnx.ModelProto:
     """The module's ONNX export, refused when it disagrees with the module on a real sample of the test data."""
-    export = export_onnx(module, data.spec.input_shape, settings.exporter)
+    export = export_onnx(module, data.spec.input_shape, settings.exporter, data.spec.input_dtype)
     verify_onnx(module, export, data.test.x[:VERIFY_SAMPLES], settings.verify_atol)
     return export
 
@@ -181,7 +181,7 @@ def measure_candidates(
             "storage": candidate.storage or {"zstd(file)": compressed},
             "params": params,
             "nonzero_params": nonzero,
-            "macs": count_macs(candidate.module, data.spec.input_shape)
+            "macs": count_macs(candidate.module, data.spec.input_shape, data.spec.torch_dtype)
             if candidate.module is not None
             else count_graph_macs(candidate.float_graph, data.spec.input_shape),
         }
@@ -212,14 +212,14 @@ def embedding_fidelities(
     x = data.test.x
     shape = data.spec.input_shape
     runtime, artifact = served["baseline"]
-    tensor = embedding_tensor(baseline.module, shape)
+    tensor = embedding_tensor(baseline.module, shape, data.spec.input_dtype)
     reference = sentence_embeddings(artifact, x, runtime, tensor, baseline.precision)
     fidelities = {}
     for name, candidate in candidates.items():
         if name == "baseline" or not hasattr(candidate.module, "embed"):
             continue
         runtime, artifact = served[name]
-        tensor = embedding_tensor(candidate.module, shape)
+        tensor = embedding_tensor(candidate.module, shape, data.spec.input_dtype)
         embeddings = sentence_embeddings(artifact, x, runtime, tensor, candidate.precision)
         if embeddings.shape != reference.shape:
             why = f"embeddings of {embeddings.shape[1]} values, not the baseline's {reference.shape[1]}"

@@ -25,9 +25,9 @@ from compressbench.runtime import export_onnx, open_session
 NEIGHBOURS = 10
 
 
-def embedding_tensor(module: nn.Module, input_shape: tuple[int, ...]) -> str:
+def embedding_tensor(module: nn.Module, input_shape: tuple[int, ...], input_dtype: str = "float32") -> str:
     """The name of the classifier's input (the sentence embedding) in the module's fp32 ONNX export."""
-    graph = export_onnx(module, input_shape).graph
+    graph = export_onnx(module, input_shape, input_dtype=input_dtype).graph
     producer = {output: node for node in graph.node for output in node.output}
     weights = {init.name for init in graph.initializer}
     node = producer.get(graph.output[0].name)

@@ -61,7 +61,7 @@ def _interleaved(
 ) -> list[dict[int, LatencyStats]]:
     results: list[dict[int, LatencyStats]] = [{} for _ in sessions]
     for batch in settings.batch_sizes:
-        x = np.ascontiguousarray(np.resize(inputs, (batch, *inputs.shape[1:])).astype(np.float32))
+        x = np.ascontiguousarray(np.resize(inputs, (batch, *inputs.shape[1:])))  # float32, or the data's int64
         calls_per_block = []
         for session in sessions:
             per_call = _warm_up(session, x, settings.warmup_s)

@@ -35,9 +35,13 @@ def count_params(module: nn.Module) -> tuple[int, int]:
 
 
 def count_graph_params(proto: onnx.ModelProto) -> tuple[int, int]:
-    """(parameters, non-zeros) of a float ONNX graph: the elements of its floating-point weight initializers."""
+    """(parameters, non-zeros) of a float ONNX graph: the elements of its floating-point weight tensors, held as
+    initializers or, as some exporters (Paddle, tf2onnx) write them, as `Constant` nodes."""
     floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
-    arrays = [numpy_helper.to_array(t) for t in proto.graph.initializer if t.data_type in floats and len(t.dims)]
+    constants = [attribute.t for node in proto.graph.node if node.op_type == "Constant"
+                 for attribute in node.attribute if attribute.name == "value"]  # fmt: skip
+    tensors = [*proto.graph.initializer, *constants]
+    arrays = [numpy_helper.to_array(t) for t in tensors if t.data_type in floats and len(t.dims)]
     return sum(a.size for a in arrays), sum(int(np.count_nonzero(a)) for a in arrays)
 
 
@@ -71,7 +75,7 @@ def count_graph_macs(proto: onnx.ModelProto, input_shape: tuple[int, ...]) -> in
     return total
 
 
-def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
+def count_macs(module: nn.Module, input_shape: tuple[int, ...], dtype: str = "float32") -> int:
     """Multiply-accumulates of the convolutions, linear layers, attention and recurrent layers for one input (bias
     adds, activations and normalisation not counted, as in the papers), from the layers' shapes as they are now (so
     pruned channels count as gone). The input is the all-zeros one the exporter traces, so a data-dependent forward
@@ -118,7 +122,7 @@ def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
             handles.append(layer.register_forward_hook(recurrent))
     try:
         with evaluating(module), torch.no_grad():
-            module(torch.zeros(1, *input_shape))
+            module(torch.zeros(1, *input_shape, dtype=getattr(torch, dtype)))
     finally:
         for handle in handles:
             handle.remove()

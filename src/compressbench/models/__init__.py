@@ -20,8 +20,13 @@ from compressbench.modes import evaluating
 from compressbench.registry import Registry
 
 __all__ = [
+    "holds_trained_weights",
     "ModelConfig",
     "ModelFamily",
+    "ModelSource",
+    "NamedInputs",
+    "model_source_of",
+    "model_sources",
     "build_model",
     "is_onnx_model",
     "is_zoo_model",
@@ -45,6 +50,36 @@ class ModelFamily:
 
 
 models: Registry[ModelFamily] = Registry("model")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A kind of model reference besides the zoo's names, factories and ONNX files (a Hugging Face folder, a timm
+    architecture): `matches(name)` recognises one, `build(config, spec)` makes the module (with the weights the
+    source itself holds, if any) and `fingerprint(name)` is the content hash that makes a run's key change with it."""
+
+    description: str
+    matches: Callable[[str], bool]
+    build: Callable[[ModelConfig, DataSpec], nn.Module]
+    fingerprint: Callable[[str], str]
+    rebuilds: frozenset[str] = frozenset()  # "width" / "depth": what `build` can scale (a student's shape)
+    holds_weights: bool = False  # the trained weights come with the reference (a folder), not from --weights
+
+
+model_sources: Registry[ModelSource] = Registry("model source")
+
+
+def holds_trained_weights(name: str) -> bool:
+    """A reference that is a trained model by itself (an ONNX file, a Hugging Face folder): never trained here."""
+    source = model_source_of(name)
+    return is_onnx_model(name) or (source is not None and source.holds_weights)
+
+
+def model_source_of(name: str) -> ModelSource | None:
+    """The registered source that builds `name` (the intake package registers them), or None."""
+    return next((model_sources.get(kind) for kind in model_sources if model_sources.get(kind).matches(name)), None)
+
+
 # Modules handed to the API with their weights loaded (`compress_model(module, ...)`), by a name made from the
 # weights' hash; in this process only, never listed with the zoo. Each build is a copy.
 _instances: dict[str, nn.Module] = {}
@@ -85,7 +120,7 @@ GENERIC_TRAINING = {"epochs": 20, "lr": 1e-3, "schedule": "cosine", "patience": 
 
 def training_defaults(name: str) -> dict[str, Any]:
     """The family's training settings (TrainConfig fields), or the generic ones for a user factory or graph."""
-    generic = is_user_reference(name) or is_onnx_model(name) or name in _instances
+    generic = is_user_reference(name) or is_onnx_model(name) or name in _instances or model_source_of(name) is not None
     return dict(GENERIC_TRAINING if generic else models.get(name).training)
 
 
@@ -108,13 +143,22 @@ def load_onnx_model(path: str, spec: DataSpec) -> onnx.ModelProto:
     except Exception as error:
         raise CompressbenchError(f"model {path}: not a valid ONNX model ({str(error).splitlines()[0]})") from None
     inputs = session.get_inputs()
-    if len(inputs) != 1:
-        raise CompressbenchError(f"model {path}: takes {len(inputs)} inputs; compressbench measures one-input models")
+    names = [i.name for i in inputs]
+    if len(inputs) > 1 and list(spec.input_names) != names:
+        raise CompressbenchError(
+            f"model {path}: takes {len(inputs)} inputs ({', '.join(names)}); the data gives "
+            f"{', '.join(spec.input_names) or 'one array'} (give them by name in the graph's order: a loader's "
+            "dict, or a .npz file's x_test__<name> arrays)"
+        )
+    types = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+    example = np.zeros((2, *spec.input_shape), spec.torch_dtype)
+    feeds = {i.name: (example if len(inputs) == 1 else example[:, n]).astype(types.get(i.type, np.float32))
+             for n, i in enumerate(inputs)}  # fmt: skip
     try:
-        logits = session.run(None, {inputs[0].name: np.zeros((2, *spec.input_shape), np.float32)})[0]
+        logits = session.run(None, feeds)[0]
     except Exception as error:
         raise CompressbenchError(
-            f"model {path}: does not run on 2 inputs of shape {spec.input_shape} float32 from the loader "
+            f"model {path}: does not run on 2 inputs of shape {spec.input_shape} {spec.input_dtype} from the data "
             f"(its input {inputs[0].name!r} is {inputs[0].shape}, {inputs[0].type}; a fixed batch axis must be "
             f"dynamic): {str(error).splitlines()[0]}"
         ) from None
@@ -153,12 +197,16 @@ def _build(config: ModelConfig, spec: DataSpec) -> nn.Module:
                 "pass a factory 'file.py:build' that takes width= to distil"
             )
         model = copy.deepcopy(_instances[config.name])
+    elif (source := model_source_of(config.name)) is not None:
+        model = source.build(config, spec)
     elif is_user_reference(config.name):
         model = _build_user(config, spec)
         if not isinstance(model, nn.Module):
             raise CompressbenchError(
                 f"model {config.name!r}: must return a torch.nn.Module, got {type(model).__name__}"
             )
+        if spec.input_names:  # the data's several inputs, passed to forward by name
+            model = NamedInputs(model, spec.input_names, spec.torch_dtype)
     else:
         family = models.get(config.name)
         if family.tokens != spec.tokens:
@@ -198,7 +246,7 @@ def is_zoo_model(model: nn.Module) -> bool:
 
 
 def is_compatible(name: str, spec: DataSpec) -> bool:
-    if is_user_reference(name) or is_onnx_model(name) or name in _instances:
+    if is_user_reference(name) or is_onnx_model(name) or name in _instances or model_source_of(name) is not None:
         return True
     family = models.get(name)
     if family.tokens != spec.tokens:
@@ -209,7 +257,7 @@ def is_compatible(name: str, spec: DataSpec) -> bool:
 def check_output_shape(model: nn.Module, spec: DataSpec, name: str) -> None:
     try:
         with evaluating(model), torch.no_grad():
-            out = model(torch.zeros(2, *spec.input_shape))
+            out = model(torch.zeros(2, *spec.input_shape, dtype=getattr(torch, spec.torch_dtype)))
     except Exception as error:
         what = describe_exception(error, type(model).forward)
         message = f"model {name!r}: forward pass on input (2, {spec.input_shape}) failed: {what}"
@@ -221,3 +269,4 @@ def check_output_shape(model: nn.Module, spec: DataSpec, name: str) -> None:
 
 
 from compressbench.models import conv1d, lenet, mlp, resnet, transformer  # noqa: E402,F401
+from compressbench.models.named_inputs import NamedInputs  # noqa: E402

@@ -14,9 +14,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+import compressbench.intake  # noqa: F401 (registers the file and folder sources before any data is loaded)
 from compressbench.artifacts import pack, unpack
 from compressbench.cache import Cache, shipped_accuracies
-from compressbench.data import DataBundle, DatasetConfig, load_dataset
+from compressbench.data import DataBundle, DatasetConfig, data_source_of, load_dataset
 from compressbench.errors import CompressbenchError
 from compressbench.hashing import config_hash
 from compressbench.imports import is_user_reference, reference_fingerprint
@@ -24,7 +25,15 @@ from compressbench.machine_lock import timing_slot, training_slot
 from compressbench.measure.accuracy import collapse_flag
 from compressbench.measure.compare import MeasureSettings, measure_candidates, measured_runtimes, verified_export
 from compressbench.measure.environment import environment
-from compressbench.models import ModelConfig, build_model, is_onnx_model, is_zoo_model, load_onnx_model
+from compressbench.models import (
+    ModelConfig,
+    build_model,
+    holds_trained_weights,
+    is_onnx_model,
+    is_zoo_model,
+    load_onnx_model,
+    model_source_of,
+)
 from compressbench.prefixes import CHECK_SAMPLES, load_prefix, prefix_key, save_prefix, weights_digest
 from compressbench.progress import captured, log
 from compressbench.recipes import Recipe, final_form, load_recipe
@@ -65,6 +74,10 @@ class JobConfig(BaseModel):
         fingerprints = {
             ref: reference_fingerprint(ref) for ref in (self.dataset.name, self.model.name) if is_user_reference(ref)
         }
+        if (model_source := model_source_of(self.model.name)) is not None:  # a folder's content, wherever it lies
+            fingerprints[self.model.name] = model_source.fingerprint(self.model.name)
+        if (data_source := data_source_of(self.dataset.name)) is not None:
+            fingerprints[self.dataset.name] = data_source.fingerprint(self.dataset)
         if fingerprints:
             identity["fingerprints"] = fingerprints
         if is_user_reference(self.dataset.name):
@@ -101,7 +114,7 @@ def make_job(
     recipe = load_recipe(recipe)
     if is_onnx_model(model.name):
         check_graph_recipe(recipe, model.name)
-    if (model.weights is not None or is_onnx_model(model.name)) and not dataset.as_given:
+    if (model.weights is not None or holds_trained_weights(model.name)) and not dataset.as_given:
         # A trained model takes its inputs as its own data pipeline made them: the tool must not re-normalise them.
         dataset = dataset.model_copy(update={"as_given": True})
     measure = measure or MeasureSettings()
@@ -168,6 +181,9 @@ def trained_baseline(job: JobConfig, data: DataBundle, cache: Cache):
     if is_onnx_model(job.model.name):
         graph = load_onnx_model(job.model.name, data.spec)
         return graph, {"origin": "user ONNX model", "weights_sha256": weights_fingerprint(job.model.name)}
+    if (source := model_source_of(job.model.name)) is not None and source.holds_weights and job.model.weights is None:
+        module = build_model(job.model, data.spec, seed=job.seed)
+        return module, {"origin": source.description, "weights_sha256": source.fingerprint(job.model.name)}
     if job.model.weights is not None:
         module = load_weights(build_model(job.model, data.spec, seed=job.seed), job.model.weights)
         meta = {"origin": "user weights", "weights": job.model.weights}

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from compressbench.errors import CompressbenchError
+from compressbench.models import NamedInputs
 from compressbench.modes import evaluating
 from compressbench.runtime.base import open_session
 
@@ -22,48 +23,74 @@ VERIFY_SAMPLES, VERIFY_BATCH = 512, 64
 
 
 def export_onnx(
-    model: nn.Module, input_shape: tuple[int, ...], exporter: Literal["torchscript", "dynamo"] = "torchscript"
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    exporter: Literal["torchscript", "dynamo"] = "torchscript",
+    input_dtype: str = "float32",
 ) -> onnx.ModelProto:
     """Export in eval mode with a dynamic batch axis; check the graph with `onnx.checker`.
 
+    Integer data (`input_dtype` int64: token ids) is exported as int64 inputs; a zoo text model trained on the zoo's
+    float32 ids asks for int64 through its `input_dtype` attribute. A model taking several named inputs
+    (`NamedInputs`) gets one graph input per name, each with dynamic batch and sequence axes.
     The TorchScript exporter is the default: it takes about 0.1 s where the dynamo exporter takes 3-6 s for
     the zoo models, and both give the same graph for them (Conv+BN folded, Gemm for linear layers).
     """
-    # A model may ask for integer inputs (the text models take int64 token ids); the loaders' float32 ids are cast
-    # to the graph's input type by the runtimes' sessions.
-    example = torch.zeros(1, *input_shape, dtype=getattr(model, "input_dtype", torch.float32))
+    dtype = torch.int64 if input_dtype.startswith("int") else getattr(model, "input_dtype", torch.float32)
+    if isinstance(model, NamedInputs):
+        traced, names = _Positional(model), list(model.input_names)
+        examples = tuple(torch.zeros(1, *input_shape[1:], dtype=dtype) for _ in names)
+        axes = {0: "batch", 1: "sequence"} if len(input_shape) > 1 else {0: "batch"}
+    else:
+        traced, names = model, [INPUT_NAME]
+        examples = (torch.zeros(1, *input_shape, dtype=dtype),)
+        axes = {0: "batch"}
     try:
         with evaluating(model), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if exporter == "dynamo":
                 program = torch.onnx.export(
-                    model,
-                    (example,),
+                    traced,
+                    examples,
                     dynamo=True,
                     external_data=False,
-                    input_names=[INPUT_NAME],
+                    input_names=names,
                     output_names=[OUTPUT_NAME],
-                    dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+                    dynamic_shapes={
+                        name: {axis: torch.export.Dim(label) for axis, label in axes.items()} for name in names
+                    },
                     verbose=False,
                 )
                 proto = program.model_proto
             else:
                 buffer = io.BytesIO()
                 torch.onnx.export(
-                    model,
-                    (example,),
+                    traced,
+                    examples,
                     buffer,
                     dynamo=False,
                     opset_version=OPSET,
-                    input_names=[INPUT_NAME],
+                    input_names=names,
                     output_names=[OUTPUT_NAME],
-                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                    dynamic_axes={**{name: axes for name in names}, OUTPUT_NAME: {0: "batch"}},
                 )
                 proto = onnx.load_from_string(buffer.getvalue())
     except Exception as error:
         raise CompressbenchError(f"ONNX export of {type(model).__name__} failed: {error}") from error
     onnx.checker.check_model(proto)
     return proto
+
+
+class _Positional(nn.Module):
+    """The wrapped model taking its named inputs positionally, in the data's order: what the exporters trace, so each
+    graph input is named after the argument it feeds."""
+
+    def __init__(self, named: NamedInputs) -> None:
+        super().__init__()
+        self.named = named
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.named.model(**dict(zip(self.named.input_names, inputs, strict=True)))
 
 
 def verify_onnx(

@@ -19,8 +19,20 @@ def onnx_precision(proto: onnx.ModelProto) -> str:
     return "int8" if any(node.op_type in INT8_OPS for node in proto.graph.node) else "fp32"
 
 
-# Graph input types fed from the loaders' float32 arrays: token ids (exact in float32) go in as the graph asks.
+# Graph input types fed from the loaders' arrays: the zoo's token ids (float32, exact) go in as the graph asks.
 INPUT_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+def graph_feeds(x: np.ndarray, inputs: list[tuple[str, type]]) -> dict[str, np.ndarray]:
+    """A batch as a graph's named inputs: one input takes `x`; several take x[:, i] each (packed along axis 1 in
+    the graph's input order, `models.NamedInputs`), each in its own type."""
+    if len(inputs) == 1:
+        name, dtype = inputs[0]
+        return {name: x.astype(dtype, copy=False)}
+    if x.ndim < 2 or x.shape[1] != len(inputs):
+        names = ", ".join(name for name, _ in inputs)
+        raise CompressbenchError(f"the graph takes {len(inputs)} inputs ({names}); the data packs {x.shape[1:2]}")
+    return {name: np.ascontiguousarray(x[:, i], dtype=dtype) for i, (name, dtype) in enumerate(inputs)}
 
 
 @dataclass
@@ -46,8 +58,7 @@ class OnnxRuntimeSession:
             )
         except Exception as error:
             raise CompressbenchError(f"onnxruntime cannot load the model: {error}") from error
-        self._input = self._session.get_inputs()[0].name
-        self._dtype = INPUT_TYPES.get(self._session.get_inputs()[0].type, np.float32)
+        self._inputs = [(i.name, INPUT_TYPES.get(i.type, np.float32)) for i in self._session.get_inputs()]
         self.info = {
             "runtime": "onnxruntime",
             "version": ort.__version__,
@@ -57,7 +68,7 @@ class OnnxRuntimeSession:
         }
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {self._input: x.astype(self._dtype, copy=False)})[0]
+        return self._session.run(None, graph_feeds(x, self._inputs))[0]
 
 
 def _open(artifact: onnx.ModelProto, threads: int, precision: str) -> Session:

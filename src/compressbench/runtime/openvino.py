@@ -36,7 +36,7 @@ class OpenVinoSession:
         self._ov = ov
         self._core = ov.Core()
         self._compiled: dict[tuple[str, ...], tuple[Any, Any]] = {}
-        self._dtype = self.model.inputs[0].element_type.to_dtype()  # float32, or int64 for token ids
+        self._dtypes = [port.element_type.to_dtype() for port in self.model.inputs]  # float32, or int64 for ids
         self.info = {
             "runtime": "openvino",
             "version": ov.__version__,
@@ -45,14 +45,21 @@ class OpenVinoSession:
         }
         probe = list(self.model.inputs[0].partial_shape)  # batch 1, the other axes as the model declares them
         probe[0] = 1
+        if len(self.model.inputs) > 1:  # packed: (batch, inputs, ...)
+            probe.insert(1, len(self.model.inputs))
         self.info["precision"] = self._executed_precision(self.compiled_for(probe)[0])
 
     def compiled_for(self, shape: list[Any] | tuple[int, ...]) -> tuple[Any, Any]:
-        """The compiled model (and its infer request) for inputs of `shape`."""
+        """The compiled model (and its infer request) for batches of `shape` (several inputs packed along axis 1
+        each get that shape without it)."""
         key = tuple(str(d) for d in shape)
         if key not in self._compiled:
             model = self.model.clone()
-            model.reshape(self._ov.PartialShape(list(shape)))
+            if len(model.inputs) == 1:
+                model.reshape(self._ov.PartialShape(list(shape)))
+            else:
+                each = self._ov.PartialShape([shape[0], *shape[2:]])
+                model.reshape({port.any_name: each for port in model.inputs})
             config = {
                 "INFERENCE_NUM_THREADS": self.threads,
                 "INFERENCE_PRECISION_HINT": HINTS[self.precision],
@@ -83,8 +90,12 @@ class OpenVinoSession:
 
     def run(self, x: np.ndarray) -> np.ndarray:
         _, request = self.compiled_for(x.shape)
-        x = np.ascontiguousarray(x, dtype=self._dtype)
-        request.set_input_tensor(self._ov.Tensor(x, shared_memory=True))
+        if len(self._dtypes) == 1:  # shared with the array, which must live until infer() returns
+            x = np.ascontiguousarray(x, dtype=self._dtypes[0])
+            request.set_input_tensor(self._ov.Tensor(x, shared_memory=True))
+        else:
+            for i, dtype in enumerate(self._dtypes):
+                request.set_input_tensor(i, self._ov.Tensor(np.ascontiguousarray(x[:, i], dtype=dtype)))
         request.infer()
         return request.get_output_tensor().data.copy()
 
@@ -160,9 +171,12 @@ def _read_ir(folder: Path) -> Any:
 
 def _describe_ir(model: Any) -> dict[str, Any]:
     def ports(values) -> list[dict[str, Any]]:
+        """Each port as an ONNX graph's are described: a dynamic axis by name ("?" in OpenVINO), numpy's dtype."""
         return [
-            {"name": p.any_name, "shape": str(p.partial_shape), "dtype": p.element_type.get_type_name()} for p in values
-        ]
+            {"name": p.any_name, "shape": [d.get_length() if d.is_static else "?" for d in p.partial_shape],
+             "dtype": np.dtype(p.element_type.to_dtype()).name}
+            for p in values
+        ]  # fmt: skip
 
     return {"inputs": ports(model.inputs), "outputs": ports(model.outputs)}
 

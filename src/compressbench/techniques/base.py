@@ -62,7 +62,10 @@ class Need(StrEnum):
         "it builds a shallower student, and the model is not a factory taking depth= (a module instance, or a "
         "factory without that argument)",
     )
-    ATTENTION_LAYERS = "attention layers", "it prunes attention heads, and the model has no attention layers"
+    ATTENTION_LAYERS = (
+        "attention layers",
+        "it prunes attention heads or drops encoder layers, and the model has no attention layers",
+    )
     NO_ATTENTION_LAYERS = (
         "no attention layers",
         "Torch-Pruning cannot trace multi-head attention, and the model has attention layers (prune.heads prunes them)",

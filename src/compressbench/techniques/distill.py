@@ -112,14 +112,17 @@ class KnowledgeDistillation(Technique):
     @classmethod
     def needs_for(cls, config: TechniqueConfig) -> frozenset[Need]:
         """Training's needs, and where the student is the teacher's own model rebuilt smaller (no `student` named),
-        a factory that takes the width (width != 1) or the depth it is rebuilt at: a transformer's student keeps the
-        width and drops layers."""
+        a factory that takes the width (width != 1) or the depth it is rebuilt at. A student of the teacher's width
+        with fewer layers is layer dropping, a transformer's student (a CNN's depth is no such knob): it needs
+        attention layers."""
         assert isinstance(config, KDConfig)
         needs = set(super().needs_for(config))
         if config.student is None and config.width != 1:
             needs.add(Need.WIDTH_FACTORY)
         if config.student is None and config.depth is not None:
             needs.add(Need.DEPTH_FACTORY)
+            if config.width == 1:
+                needs.add(Need.ATTENTION_LAYERS)
         return frozenset(needs)
 
     def apply(self, candidate: Candidate, context: Context) -> Candidate:

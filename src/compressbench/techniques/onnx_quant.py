@@ -27,6 +27,7 @@ from compressbench.measure.latency import LatencySettings, measure_latency_inter
 from compressbench.progress import quiet_root_logger
 from compressbench.runtime import export_onnx, installed_runtimes, open_session
 from compressbench.runtime import runtimes as runtime_registry
+from compressbench.runtime.onnxruntime import graph_feeds
 from compressbench.techniques.base import Candidate, Context
 
 WEIGHTED_OPS = ("Conv", "MatMul", "Gemm")
@@ -41,16 +42,10 @@ def float_graph(step: str, candidate: Candidate, context: Context) -> onnx.Model
     """The float graph a graph technique starts from: the module's ONNX export, or a user's ONNX model as given (a
     graph an earlier step already quantized is refused rather than silently quantized from the original)."""
     if candidate.module is not None:
-        return export_onnx(candidate.module, context.data.spec.input_shape)
+        return export_onnx(candidate.module, context.data.spec.input_shape, input_dtype=context.data.spec.input_dtype)
     if candidate.artifact is not candidate.float_graph:
         raise CompressbenchError(f"{step}: an earlier step already transformed this ONNX model; put {step} first")
     return candidate.float_graph
-
-
-def graph_input(graph: onnx.ModelProto) -> str:
-    """The name of the graph's (first) data input: the exporter's `x`, or whatever a user's graph calls it."""
-    initializers = {t.name for t in graph.graph.initializer}
-    return next(v.name for v in graph.graph.input if v.name not in initializers)
 
 
 def calibration_inputs(step: str, data: DataBundle, samples: int) -> np.ndarray:
@@ -63,21 +58,21 @@ def calibration_inputs(step: str, data: DataBundle, samples: int) -> np.ndarray:
             f"{step}: field 'calibration_samples': calibration inputs have shape {tuple(x.shape[1:])}, "
             f"the model takes {tuple(data.spec.input_shape)}"
         )
-    x = np.ascontiguousarray(x[:samples], dtype=np.float32)
+    x = np.ascontiguousarray(x[:samples])
     if not np.isfinite(x).all():
         raise CompressbenchError(f"{step}: field 'calibration_samples': calibration inputs contain NaN or inf")
     return x
 
 
 class ArrayReader:
-    """An ONNX Runtime `CalibrationDataReader` over a numpy array, in batches of the graph input's type (token ids
-    arrive as float32 and a text model's graph takes int64)."""
+    """An ONNX Runtime `CalibrationDataReader` over a numpy array, in batches of each graph input's type (the zoo's
+    token ids arrive as float32 and a text model's graph takes int64; several inputs are fed by name)."""
 
     def __init__(self, x: np.ndarray, graph: onnx.ModelProto, batch: int = 64) -> None:
-        name = graph_input(graph)
-        kind = next(v.type.tensor_type.elem_type for v in graph.graph.input if v.name == name)
-        x = x.astype(onnx.helper.tensor_dtype_to_np_dtype(kind), copy=False)
-        self._feeds = [{name: x[i : i + batch]} for i in range(0, len(x), batch)]
+        initializers = {t.name for t in graph.graph.initializer}
+        inputs = [(v.name, onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type))
+                  for v in graph.graph.input if v.name not in initializers]  # fmt: skip
+        self._feeds = [graph_feeds(x[i : i + batch], inputs) for i in range(0, len(x), batch)]
         self._next = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:

@@ -118,7 +118,8 @@ class HeadPruning(Technique):
         shape = context.data.spec.input_shape
         model = copy.deepcopy(candidate.module)  # the candidate is replaced only once everything has worked
         blocks = encoder_blocks(model)
-        macs_before, params_before = count_macs(model, shape), sum(p.numel() for p in model.parameters())
+        macs_before = count_macs(model, shape, context.data.spec.torch_dtype)
+        params_before = sum(p.numel() for p in model.parameters())
         if config.importance == "taylor":
             gradients_for_taylor(model, context.data, batch_size=32)
         removed: list[tuple[str, list[int]]] = []
@@ -172,7 +173,7 @@ class HeadPruning(Technique):
             prune_block(block, dropped_heads, dropped_channels)
         check_equivalent(before, model, removed, context.data, self.name)
         report = fine_tune(model, context, config, what=f"{self.name} fine-tune")
-        macs_after = count_macs(model, shape)
+        macs_after = count_macs(model, shape, context.data.spec.torch_dtype)
         candidate.module = model
         candidate.storage = None  # an earlier step's encoding described the unpruned shapes
         candidate.records.append(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import onnx
 from pydantic import Field
 
 from compressbench.artifacts import ONNX
+from compressbench.errors import CompressbenchError
 from compressbench.techniques.base import (
     Candidate,
     Context,
@@ -28,6 +30,7 @@ from compressbench.techniques.onnx_quant import (
 )
 
 DynamicOp = Literal["MatMul", "Gemm", "Conv", "Attention", "LSTM", "GRU"]
+DYNAMIC_OPS = get_args(DynamicOp)
 
 
 class DynamicQuantConfig(TechniqueConfig):
@@ -93,9 +96,27 @@ class DynamicQuantization(Technique):
             for exclude_name, exclude in exclude_choices.items()
         }
         variants = {name: g for name, g in dedupe(variants).items() if quantized_layers(g) > 0}
+        looked_for = sorted({op for op_types in op_choices.values() for op in op_types})
+        found = dict(Counter(node.op_type for node in graph.graph.node if node.op_type in DYNAMIC_OPS))
+        if not variants and config.op_types != "auto":
+            there = ", ".join(f"{op} x{count}" for op, count in sorted(found.items())) or "none of " + ", ".join(
+                DYNAMIC_OPS
+            )
+            hint = (
+                ". Conv is left out by default (dynamic ConvInteger ran 3-5x slower than fp32 convolutions); "
+                "op_types: auto tries it, quant.static quantizes convolutions with calibration"
+                if "Conv" in found and "Conv" not in looked_for
+                else ""
+            )
+            raise CompressbenchError(
+                f"{self.name}: looked for {', '.join(looked_for)} and found no node of them to quantize; the graph has "
+                f"{there}{hint}"
+            )
         record: dict[str, Any] = {
             "step": self.name,
             "op_types": config.op_types if config.op_types == "auto" else list(config.op_types),
+            "looked_for": looked_for,
+            "found": found,
             "per_channel": config.per_channel,
             "weight_type": config.weight_type,
         }

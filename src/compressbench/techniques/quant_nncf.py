@@ -68,8 +68,7 @@ class NncfQuantization(Technique):
             raise CompressbenchError(f"{self.name}: field 'subset_size': the calibration split is empty")
         size = min(config.subset_size or len(calibration), len(calibration))
         model = onnx_to_openvino(float_graph(self.name, candidate, context))
-        calibration = calibration.astype(model.inputs[0].element_type.to_dtype(), copy=False)  # int64 token ids
-        items = [calibration[i : i + 1] for i in range(size)]
+        items = [_model_inputs(model, calibration[i : i + 1]) for i in range(size)]
         preset = (
             nncf.QuantizationPreset.PERFORMANCE if config.preset == "performance" else nncf.QuantizationPreset.MIXED
         )
@@ -78,8 +77,7 @@ class NncfQuantization(Technique):
             options["model_type"] = nncf.ModelType.TRANSFORMER
         val_x = context.data.val.x[: config.validation_samples]
         val_y = context.data.val.y[: config.validation_samples]
-        val_x = val_x.astype(calibration.dtype, copy=False)
-        validation = [(val_x[i : i + 1], int(val_y[i])) for i in range(len(val_y))]
+        validation = [(_model_inputs(model, val_x[i : i + 1]), int(val_y[i])) for i in range(len(val_y))]
         try:
             # NNCF draws progress bars on stdout; keep stdout for `--json` output.
             with quiet_root_logger(also=("nncf",)), contextlib.redirect_stdout(sys.stderr):
@@ -116,3 +114,13 @@ def validate_accuracy(compiled: Any, items: Iterable[tuple[np.ndarray, int]]) ->
     """NNCF's validation function: top-1 accuracy and each sample's 0/1 (NNCF ranks layers by the latter)."""
     correct = [float(np.asarray(compiled(x)[0]).argmax() == y) for x, y in items]
     return (sum(correct) / len(correct) if correct else 0.0), correct
+
+
+def _model_inputs(model: Any, x: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+    """One sample as the OpenVINO model takes it: in its input's type (the zoo's float32 token ids as int64), or
+    several inputs by name (packed along axis 1 of the data)."""
+    ports = model.inputs
+    if len(ports) == 1:
+        return x.astype(ports[0].element_type.to_dtype(), copy=False)
+    return {port.any_name: np.ascontiguousarray(x[:, i], dtype=port.element_type.to_dtype())
+            for i, port in enumerate(ports)}  # fmt: skip

@@ -178,8 +178,10 @@ class QuantizationAwareTraining(Technique):
     def apply(self, candidate: Candidate, context: Context) -> Candidate:
         config: QATConfig = self.config  # type: ignore[assignment]
         calibration = calibration_inputs(self.name, context.data, config.calibration_samples)
-        shape = context.data.spec.input_shape
-        resolve_exclude(self.name, export_onnx(candidate.module, shape), config.exclude)  # fail before training
+        shape, dtype = context.data.spec.input_shape, context.data.spec.input_dtype
+        resolve_exclude(
+            self.name, export_onnx(candidate.module, shape, input_dtype=dtype), config.exclude
+        )  # fail before training
         module = candidate.module
         folded = fold_batch_norms(module) if config.fold_batch_norm else 0
         wrapped = wrap(module, per_channel=config.per_channel, activation_type=config.activation_type,
@@ -196,7 +198,7 @@ class QuantizationAwareTraining(Technique):
         float_model = copy.deepcopy(module)
         unwrap(float_model)
         float_model.eval()
-        exported = export_onnx(float_model, shape)
+        exported = export_onnx(float_model, shape, input_dtype=dtype)
         graph, _ = preprocess(self.name, exported)
         exclude = resolve_exclude(self.name, graph, config.exclude)
         candidate.artifact = quantize_static_graph(

@@ -22,12 +22,13 @@ from torch import nn
 
 from compressbench.artifacts import artifact_kinds, kind_of, read_artifact
 from compressbench.cache import Cache, default_cache_dir
-from compressbench.data import DatasetConfig, load_dataset
+from compressbench.data import DatasetConfig, data_source_of, load_dataset
 from compressbench.errors import CompressbenchError
 from compressbench.files import read_yaml_mapping
+from compressbench.intake import preprocessing_for
 from compressbench.measure.compare import MeasureSettings
 from compressbench.measure.latency import LatencySettings
-from compressbench.models import ModelConfig, build_model, is_onnx_model, register_instance
+from compressbench.models import ModelConfig, build_model, holds_trained_weights, is_onnx_model, register_instance
 from compressbench.progress import log, log_name, third_party_logs
 from compressbench.ranking import recommend, summarise_runs
 from compressbench.recipes import load_recipe
@@ -80,13 +81,20 @@ def compress_model(
     search_trials: int = 20,
     search_timeout_s: float | None = None,
     executor: ExecutorSettings | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    sequence_length: int | None = None,
+    image: dict[str, Any] | None = None,
 ) -> CompressOutcome:
     """Try the recipes on the user's trained model and write the winner to `out` (see the module docstring).
 
-    `model` is a factory reference (`file.py:build`, with `weights`), an ONNX file (graph techniques only), or a
-    module whose weights are loaded; `data` a
-    loader reference returning the inputs exactly as the model takes them (x_test / y_test; x_train / y_train to
-    fine-tune). `recipes` is "auto", a list of recipe names / dicts, a YAML file with a `recipes:` list, or
+    `model` is a factory reference (`file.py:build`, with `weights`), an ONNX file (graph techniques only), a Hugging
+    Face model folder with a classification head, a timm architecture `timm:name` (with `weights`), or a module
+    whose weights are loaded; `data` a loader reference returning the inputs exactly as the model takes them
+    (x_test / y_test; x_train / y_train to fine-tune), a CSV / JSONL / Parquet table (`text_column`, `label_column`;
+    texts tokenized by the folder's tokenizer to `sequence_length` tokens), a `.npz` file or an image folder
+    (preprocessed as timm's data config says, or as `image` declares: size, resize, mean, std, layout, ...).
+    `recipes` is "auto", a list of recipe names / dicts, a YAML file with a `recipes:` list, or
     "search": an Optuna search of `search_trials` trials (or `search_timeout_s`) over the plans this input allows,
     whose three best feasible recipes are then run as the shortlist (their trained prefixes come from the cache).
     `executor` runs the jobs (and the search's trials) on Ray instead of here. Latency is timed at `batch` and
@@ -98,7 +106,8 @@ def compress_model(
         raise CompressbenchError(f"--out {out}: already exists; choose a new folder (nothing is overwritten)")
     work = out.with_name(out.name + ".partial")
     model_config, instance = _model_config(model, weights, work)
-    dataset = DatasetConfig(name=data, as_given=True)
+    dataset = _dataset(data, model_config, text_column=text_column, label_column=label_column,
+                       sequence_length=sequence_length, image=image)  # fmt: skip
     bundle = load_dataset(dataset, seed)
     measure = MeasureSettings(
         runtime=runtime,
@@ -151,6 +160,7 @@ def compress_model(
         model_config=model_config,
         bundle_notes=bundle.notes,
         seconds=time.perf_counter() - started,
+        dataset=dataset,
     )
     if searched is not None:
         manifest["search"] = {"trials": searched.trials, "within_budget": searched.feasible,
@@ -166,6 +176,41 @@ def timed_batches(batch_sizes: Sequence[int], batch: int) -> tuple[int, ...]:
     if batch < 1:
         raise CompressbenchError(f"batch: {batch} is not a positive integer")
     return tuple(sorted({*batch_sizes, batch}))
+
+
+def _dataset(data: str, model: ModelConfig, *, text_column: str | None, label_column: str | None,
+             sequence_length: int | None, image: dict[str, Any] | None) -> DatasetConfig:  # fmt: skip
+    """The data as the model takes it: a loader's arrays as they are, or a file or folder read with the
+    preprocessing the model declares (its tokenizer, timm's data config) or the user gives (`image`)."""
+    if data_source_of(data) is None:
+        if text_column or label_column or sequence_length or image:
+            raise CompressbenchError(f"data {data!r}: --text-column, --label-column, --sequence-length and the image "
+                                     "options apply to a data file or folder, not to a loader")  # fmt: skip
+        return DatasetConfig(name=data, as_given=True)
+    if image is not None and is_onnx_model(model.name) and "size" not in image:
+        image = {**graph_image_input(model.name), **image}
+    preprocessing = preprocessing_for(model.name, model.weights, sequence_length=sequence_length, image=image)
+    if preprocessing is None and is_onnx_model(model.name) and Path(data).is_dir():
+        preprocessing = preprocessing_for(model.name, image=graph_image_input(model.name))
+    return DatasetConfig(name=str(Path(data).resolve()), as_given=True, text_column=text_column,
+                         label_column=label_column, preprocessing=preprocessing)  # fmt: skip
+
+
+def graph_image_input(path: str) -> dict[str, Any]:
+    """An ONNX classifier's image input as its graph fixes it: the size, and the layout (channels first or last)."""
+    import onnx
+
+    graph = onnx.load(path, load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    value = next(v for v in graph.input if v.name not in initializers)
+    dims = [d.dim_value or None for d in value.type.tensor_type.shape.dim]
+    if len(dims) == 4 and dims[1] in (1, 3) and dims[2] and dims[3]:
+        return {"size": dims[2:], "layout": "NCHW", "channels": "L" if dims[1] == 1 else "RGB"}
+    if len(dims) == 4 and dims[3] in (1, 3) and dims[1] and dims[2]:
+        return {"size": dims[1:3], "layout": "NHWC", "channels": "L" if dims[3] == 1 else "RGB"}
+    raise CompressbenchError(
+        f"model {path}: its input {value.name} has shape {dims}, not a fixed image size; give --image-size"
+    )
 
 
 def _model_config(
@@ -187,10 +232,12 @@ def _model_config(
         raise CompressbenchError(
             f"model: expected 'file.py:function', a .onnx file or an nn.Module; got {type(model).__name__}"
         )
-    if is_onnx_model(model):
+    if holds_trained_weights(model):
         if weights is not None:
-            raise CompressbenchError(f"weights: {model} is an ONNX model, which holds its weights; drop --weights")
-        return ModelConfig(name=model), None
+            raise CompressbenchError(
+                f"weights: {model} holds its weights (an ONNX file or a model folder); drop --weights"
+            )
+        return ModelConfig(name=str(Path(model).resolve()) if Path(model).is_dir() else model), None
     if weights is None:
         raise CompressbenchError(
             f"model {model!r}: --weights is required (compress takes a trained model and never trains it from scratch)"
@@ -284,7 +331,8 @@ def _keep_artifact(outcome: JobOutcome, work: Path) -> None:
     (folder / "artifact.json").write_text(json.dumps({"kind": kind_of(artifact).name, "files": files}))
 
 
-def _manifest(winner, by_recipe, choice, failed, *, settings, model_config, bundle_notes, seconds) -> dict[str, Any]:
+def _manifest(winner, by_recipe, choice, failed, *, settings, model_config, bundle_notes, seconds,
+              dataset) -> dict[str, Any]:  # fmt: skip
     result = winner.result
     baseline = result.baseline
     runner_up = choice.runner_up
@@ -306,10 +354,13 @@ def _manifest(winner, by_recipe, choice, failed, *, settings, model_config, bund
             "weights": model_config.weights,
             "weights_sha256": result.baseline_training.get("weights_sha256"),
             "data": winner.dataset,
+            "dataset": dataset.model_dump(mode="json", exclude_none=True),  # what verify reads the data with
+            "classes": bundle_notes.get("classes"),
         },  # fmt: skip
-        "preprocessing": (
-            "none: the artifact takes inputs exactly as the data loader returns them (float32); the tool "
-            "normalised nothing"
+        "preprocessing": bundle_notes.get("preprocessing")
+        or (
+            "none: the artifact takes inputs exactly as the data loader returns them (float32 values, int64 ids); "
+            "the tool normalised nothing"
         ),
         "evaluation": {
             **result.data,

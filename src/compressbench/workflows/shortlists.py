@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from compressbench.imports import accepted_keywords, is_user_reference, load_reference
+from compressbench.models import model_source_of
 from compressbench.recipes import Recipe, load_recipe, shortlist_names
 from compressbench.techniques import Need
 
@@ -64,7 +65,12 @@ def input_meets(module: nn.Module | None, *, factory: str | None, train_split: b
         meets.add(Need.ATTENTION_LAYERS if attention_layers(module) else Need.NO_ATTENTION_LAYERS)
     if module is not None and factory is not None:
         # A zoo family builds at any width (and depth where it has blocks); a user's factory when it takes them.
-        accepted = accepted_keywords(load_reference(factory, what="model")) if is_user_reference(factory) else {"*"}
+        if (source := model_source_of(factory)) is not None:  # a Hugging Face folder drops layers; no width
+            accepted = set(source.rebuilds)
+        elif is_user_reference(factory):
+            accepted = accepted_keywords(load_reference(factory, what="model"))
+        else:
+            accepted = {"*"}
         for need, keyword in ((Need.WIDTH_FACTORY, "width"), (Need.DEPTH_FACTORY, "depth")):
             if keyword in accepted or "*" in accepted:
                 meets.add(need)

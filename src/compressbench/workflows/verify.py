@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import compressbench.intake  # noqa: F401 (the file and folder data sources)
 from compressbench.artifacts import read_artifact
 from compressbench.data import DatasetConfig, load_dataset
 from compressbench.errors import CompressbenchError
@@ -36,8 +37,10 @@ def verify(folder: Path | str, data: str | None = None, threads: int | None = No
     artifact = read_artifact(folder, manifest["artifact"]["kind"])
     settings = manifest["measurement"]
     latency = LatencySettings(**{**settings["latency"], **({"threads": threads} if threads else {})})
-    bundle = load_dataset(DatasetConfig(name=data or manifest["input"]["data"], as_given=True),
-                          manifest["evaluation"].get("seed") or 0)  # fmt: skip
+    # The data read as compress read it: the same file or loader (or `data` in its place), the same preprocessing.
+    recorded = manifest["input"].get("dataset") or {"name": manifest["input"]["data"], "as_given": True}
+    dataset = DatasetConfig(**{**recorded, **({"name": data} if data else {})})
+    bundle = load_dataset(dataset, manifest["evaluation"].get("seed") or 0)
     session = open_session(artifact, runtime, latency.threads, manifest["compressed"]["runtime"].get(
         "requested_precision", "fp32"))  # fmt: skip
     accuracy = measure_accuracy(session, bundle.test)
