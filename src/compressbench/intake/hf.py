@@ -111,8 +111,12 @@ def build(config: ModelConfig, spec: DataSpec) -> nn.Module:
 def _keep_layers(model: nn.Module, depth: int, folder: str) -> None:
     found = next(((name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList)
                   and len(m) == model.config.num_hidden_layers), None)  # fmt: skip
-    if found is None or depth > len(found[1]):
-        raise CompressbenchError(f"model {folder}: cannot keep {depth} encoder layers")
+    if found is None:
+        raise CompressbenchError(f"model {folder}: no list of {model.config.num_hidden_layers} encoder layers found")
+    if depth >= len(found[1]):
+        raise CompressbenchError(
+            f"model {folder}: has {len(found[1])} encoder layers; a student of {depth} would be no smaller"
+        )
     name, layers = found
     kept = np.linspace(0, len(layers) - 1, depth).round().astype(int)
     parent, _, attribute = name.rpartition(".")

@@ -39,6 +39,7 @@ from compressbench.progress import captured, log
 from compressbench.recipes import Recipe, final_form, load_recipe
 from compressbench.results import Metrics, RunResult
 from compressbench.runtime import serving_runtimes
+from compressbench.runtime.export import VERIFY_SAMPLES
 from compressbench.techniques import Candidate, Context
 from compressbench.training import TrainConfig, default_train_config, train
 from compressbench.weights import load_weights, weights_fingerprint
@@ -266,10 +267,13 @@ def compress_phase(job: JobConfig, cache: Cache, after_step: Callable[[int, Prep
     data = load_dataset(job.dataset, job.seed)
     recipe = load_recipe(job.recipe)
     check_train_split(recipe, data)
+    log(f"[dim]{job.recipe['name']}: the baseline ({job.model.name}) ...[/dim]")
     with training_slot():
         baseline, baseline_meta = trained_baseline(job, data, cache)
     graph_only = isinstance(baseline, onnx.ModelProto)  # a user's ONNX model: graph techniques only
     if job.measure.runtime != "torch" and not graph_only:
+        log(f"[dim]{job.recipe['name']}: export check on {min(len(data.test), VERIFY_SAMPLES)} test inputs "
+            f"({time.perf_counter() - started:.0f} s in)[/dim]")  # fmt: skip
         verified_export(baseline, data, job.measure)  # an export that is not the model is refused before any step
     context = Context(
         data=data,
@@ -299,7 +303,8 @@ def compress_phase(job: JobConfig, cache: Cache, after_step: Callable[[int, Prep
     for number, step in enumerate(recipe.steps, start=1):
         if number <= done:
             continue
-        log(f"[dim]step {number}/{len(recipe.steps)}: {step.technique.name}[/dim]")
+        log(f"[dim]{job.recipe['name']}: step {number}/{len(recipe.steps)}: {step.technique.name} "
+            f"({time.perf_counter() - started:.0f} s in)[/dim]")  # fmt: skip
         encoding = candidate.storage
         with training_slot(), captured(job.recipe["name"]):
             candidate = step.build().apply(candidate, context)
@@ -320,6 +325,8 @@ def measure_phase(job: JobConfig, prepared: Prepared, chosen_artifacts: dict[str
     candidate = prepared.candidate
     measured = {"baseline": starting_candidate(prepared.baseline, copy_module=False), "candidate": candidate,
                 **candidate.companions}  # fmt: skip
+    log(f"[dim]{job.recipe['name']}: measuring {len(measured)} models (accuracy on {len(data.test)} inputs, latency at "
+        f"batch {', '.join(map(str, job.measure.latency.batch_sizes))})[/dim]")  # fmt: skip
     with timing_slot(), captured(job.recipe["name"]):
         metrics = measure_candidates(measured, data, job.measure, chosen_artifacts)
     result = summarise(job, data, metrics, candidate, prepared.baseline_meta)
