@@ -348,3 +348,27 @@ def test_dynamic_int8_says_which_op_types_it_looked_for_and_what_the_graph_has(t
     failure = outcome.manifest["failed"]["quant.dynamic"]
     assert "looked for Gemm, MatMul and found no node of them to quantize; the graph has Conv x1" in failure
     assert "Traceback" not in failure
+
+
+# --- tables of every format ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_a_table_of_numeric_features_reads_alike_from_csv_jsonl_and_parquet(tmp_path, suffix):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=700), "b": rng.normal(size=700), "label": rng.integers(0, 3, 700)})
+    path = tmp_path / f"table{suffix}"
+    {".csv": lambda: frame.to_csv(path, index=False), ".jsonl": lambda: frame.to_json(path, orient="records",
+     lines=True), ".parquet": lambda: frame.to_parquet(path)}[suffix]()  # fmt: skip
+    data = load_dataset(DatasetConfig(name=str(path), as_given=True, calibration_size=100))
+    assert data.spec.input_shape == (2,) and data.spec.input_dtype == "float32" and data.spec.num_classes == 3
+    # no split column: everything is evaluation data, 100 held out for calibration (read in chunks of 256 rows)
+    assert len(data.test) == 600 and len(data.calibration) == 100
+    together = np.concatenate([data.test.x, data.val.x])
+    assert np.allclose(np.sort(together[:, 0]), np.sort(frame["a"].to_numpy(np.float32)))
+
+
+def test_a_table_whose_features_are_not_numbers_asks_for_the_text_column(tmp_path):
+    pd.DataFrame({"sentence": ["a", "b"] * 20, "label": [0, 1] * 20}).to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(CompressbenchError, match=r"columns \['sentence'\] are not numbers; name the text column"):
+        load_dataset(DatasetConfig(name=str(tmp_path / "t.csv"), as_given=True))
