@@ -314,7 +314,7 @@ def test_a_factory_taking_several_named_inputs_gets_them_by_name_as_int64(tmp_pa
 # --- graphs as other exporters write them --------------------------------------------------------------------------
 
 
-def _conv_graph_with_constant_weights(path):
+def _conv_graph_with_constant_weights(path, batch="n"):
     """A convolution and a global pool whose weights are `Constant` nodes, as Paddle and tf2onnx write them."""
     weight = np.random.default_rng(0).normal(size=(4, 1, 3, 3)).astype(np.float32)
     nodes = [
@@ -324,8 +324,8 @@ def _conv_graph_with_constant_weights(path):
         helper.make_node("GlobalAveragePool", ["conv"], ["pooled"]),
         helper.make_node("Flatten", ["pooled"], ["logits"]),
     ]  # fmt: skip
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 8, 8])]
-    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 4])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 1, 8, 8])]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 4])]
     graph = helper.make_graph(nodes, "constants", inputs, outputs)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
     return weight
@@ -348,6 +348,39 @@ def test_dynamic_int8_says_which_op_types_it_looked_for_and_what_the_graph_has(t
     failure = outcome.manifest["failed"]["quant.dynamic"]
     assert "looked for Gemm, MatMul and found no node of them to quantize; the graph has Conv x1" in failure
     assert "Traceback" not in failure
+
+
+def test_a_graph_exported_with_a_fixed_batch_of_one_is_served_with_a_dynamic_batch_axis(tmp_path):
+    _conv_graph_with_constant_weights(tmp_path / "conv.onnx", batch=1)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 1, 8, 8)).astype(np.float32)
+    graph = onnx.load(tmp_path / "conv.onnx")
+    one_at_a_time = open_session(graph, "onnxruntime")  # the file as given
+    labels = np.concatenate([one_at_a_time.run(x[i : i + 1]).argmax(1) for i in range(80)])
+    np.savez(tmp_path / "data.npz", x_test=x, y_test=labels)
+    outcome = cb.compress_model(str(tmp_path / "conv.onnx"), str(tmp_path / "data.npz"), out=tmp_path / "out",
+                                recipes="quant.static", latency=FAST_LATENCY, batch=8)  # fmt: skip
+    assert outcome.manifest["baseline"]["accuracy"] == 1.0  # batches of 8, the same answers as one at a time
+    assert outcome.manifest["artifact"]["inputs"]["inputs"][0]["shape"][0] in ("batch", "?")
+
+
+class _BatchOfOne(nn.Module):
+    """Flattens with `reshape(1, -1)`, as code written for one input at a time does: the export bakes the 1 in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 2, 3), nn.Linear(72, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).reshape(1, -1))
+
+
+def test_a_graph_that_computes_with_its_fixed_batch_is_refused_with_what_to_do(tmp_path):
+    torch.onnx.export(_BatchOfOne(), (torch.zeros(1, 1, 8, 8),), tmp_path / "fixed.onnx", dynamo=False)
+    np.savez(tmp_path / "data.npz", x_test=np.zeros((40, 1, 8, 8), np.float32), y_test=np.arange(40) % 3)
+    with pytest.raises(CompressbenchError, match="the file fixes its batch axis at 1 and the graph depends on it"):
+        cb.compress_model(str(tmp_path / "fixed.onnx"), str(tmp_path / "data.npz"), out=tmp_path / "out",
+                          recipes="quant.dynamic", latency=FAST_LATENCY)  # fmt: skip
 
 
 # --- tables of every format ----------------------------------------------------------------------------------------

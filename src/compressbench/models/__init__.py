@@ -139,6 +139,9 @@ def load_onnx_model(path: str, spec: DataSpec) -> onnx.ModelProto:
     try:
         graph = onnx.load(path)
         onnx.checker.check_model(graph)
+        fixed = fixed_batch(graph)
+        if fixed:
+            graph = with_dynamic_batch(graph)
         session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
     except Exception as error:
         raise CompressbenchError(f"model {path}: not a valid ONNX model ({str(error).splitlines()[0]})") from None
@@ -157,16 +160,49 @@ def load_onnx_model(path: str, spec: DataSpec) -> onnx.ModelProto:
     try:
         logits = session.run(None, feeds)[0]
     except Exception as error:
+        because = (
+            f"the file fixes its batch axis at {fixed} and the graph depends on it (a Reshape to a fixed batch, say); "
+            "export it with a dynamic batch axis"
+            if fixed
+            else f"its input {inputs[0].name!r} is {inputs[0].shape}, {inputs[0].type}"
+        )
         raise CompressbenchError(
             f"model {path}: does not run on 2 inputs of shape {spec.input_shape} {spec.input_dtype} from the data "
-            f"(its input {inputs[0].name!r} is {inputs[0].shape}, {inputs[0].type}; a fixed batch axis must be "
-            f"dynamic): {str(error).splitlines()[0]}"
+            f"({because}): {str(error).splitlines()[0]}"
         ) from None
     if tuple(np.shape(logits)) != (2, spec.num_classes):
         raise CompressbenchError(
             f"model {path}: output shape {tuple(np.shape(logits))} for 2 inputs; expected (2, {spec.num_classes})"
         )
     return graph
+
+
+def fixed_batch(graph: onnx.ModelProto) -> int | None:
+    """The batch size a graph's inputs fix (exporters often write 1), or None when their batch axis is dynamic."""
+    initializers = {t.name for t in graph.graph.initializer}
+    for value in graph.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if value.name not in initializers and dims and dims[0].HasField("dim_value"):
+            return dims[0].dim_value
+    return None
+
+
+def with_dynamic_batch(graph: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph with its inputs' and outputs' first axis declared dynamic ("batch") and the stale intermediate
+    shapes dropped; it is checked by running a batch of 2 (a graph that computes with the fixed batch fails there).
+    Recorded in the graph's metadata, so the artifact says it."""
+    dynamic = onnx.ModelProto()
+    dynamic.CopyFrom(graph)
+    initializers = {t.name for t in dynamic.graph.initializer}
+    for value in [*dynamic.graph.input, *dynamic.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if value.name not in initializers and dims:
+            dims[0].Clear()
+            dims[0].dim_param = "batch"
+    del dynamic.graph.value_info[:]
+    onnx.helper.set_model_props(dynamic, {**{p.key: p.value for p in graph.metadata_props},
+                                          "compressbench": "batch axis made dynamic (the file fixed it)"})  # fmt: skip
+    return dynamic
 
 
 def list_models() -> list[str]:
