@@ -365,10 +365,12 @@ def _graph_symbolic_shape_inference_asserts_on() -> onnx.ModelProto:
 
 
 def test_a_graph_that_defeats_symbolic_shape_inference_is_still_quantized_and_the_manifest_says_how(
-    user, tmp_path, capfd, caplog
+    user, tmp_path, capfd, caplog, monkeypatch
 ):
     path = tmp_path / "exported.onnx"
     onnx.save(_graph_symbolic_shape_inference_asserts_on(), path)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # where ONNX Runtime's pre-processing drops its temporary graph
     outcome = cb.compress_model(str(path), f"{user['code']}:test_only", out=tmp_path / "out", recipes="quant.static",
                                 runtime="onnxruntime", latency=FAST_LATENCY)  # fmt: skip
     (step,) = outcome.manifest["candidates"]["quant.static"]["steps"]
@@ -381,3 +383,4 @@ def test_a_graph_that_defeats_symbolic_shape_inference_is_still_quantized_and_th
     assert step["formats"] and set(step["formats"].values()) == {"QDQ"}
     printed = capfd.readouterr()
     assert "Traceback" not in printed.out + printed.err + caplog.text
+    assert list((tmp_path / "cwd").iterdir()) == []  # no sym_shape_infer_temp.onnx or <uuid>.data left behind

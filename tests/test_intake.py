@@ -364,6 +364,30 @@ def test_a_graph_exported_with_a_fixed_batch_of_one_is_served_with_a_dynamic_bat
     assert outcome.manifest["artifact"]["inputs"]["inputs"][0]["shape"][0] in ("batch", "?")
 
 
+def test_an_int8_variant_one_runtime_cannot_compile_is_judged_on_the_others(tmp_path, monkeypatch):
+    """OpenVINO failed to compile a Paddle classifier's QDQ graph (an Add of two DequantizeLinear outputs) that ONNX
+    Runtime runs: the variant is kept for ONNX Runtime, and the step records where it cannot run."""
+    from compressbench.techniques import onnx_quant
+
+    opened = onnx_quant.open_session
+
+    def openvino_refuses_int8(graph, runtime, *args, **kwargs):
+        if runtime == "openvino" and any(node.op_type == "QuantizeLinear" for node in graph.graph.node):
+            raise CompressbenchError("openvino cannot compile the model: [AddTransformation] index '0' out of range")
+        return opened(graph, runtime, *args, **kwargs)
+
+    monkeypatch.setattr(onnx_quant, "open_session", openvino_refuses_int8)
+    _conv_graph_with_constant_weights(tmp_path / "conv.onnx")
+    x = np.random.default_rng(0).normal(size=(120, 1, 8, 8)).astype(np.float32)
+    labels = open_session(onnx.load(tmp_path / "conv.onnx"), "onnxruntime").run(x).argmax(1)
+    np.savez(tmp_path / "data.npz", x_test=x, y_test=labels)
+    outcome = cb.compress_model(str(tmp_path / "conv.onnx"), str(tmp_path / "data.npz"), out=tmp_path / "out",
+                                recipes="quant.static", latency=FAST_LATENCY)  # fmt: skip
+    assert "quant.static" not in outcome.manifest["failed"]
+    steps = json.dumps(outcome.manifest["candidates"]["quant.static"]["steps"])
+    assert "cannot_run_on" in steps and "index '0' out of range" in steps
+
+
 class _BatchOfOne(nn.Module):
     """Flattens with `reshape(1, -1)`, as code written for one input at a time does: the export bakes the 1 in."""
 
@@ -405,3 +429,20 @@ def test_a_table_whose_features_are_not_numbers_asks_for_the_text_column(tmp_pat
     pd.DataFrame({"sentence": ["a", "b"] * 20, "label": [0, 1] * 20}).to_csv(tmp_path / "t.csv", index=False)
     with pytest.raises(CompressbenchError, match=r"columns \['sentence'\] are not numbers; name the text column"):
         load_dataset(DatasetConfig(name=str(tmp_path / "t.csv"), as_given=True))
+
+
+def test_what_the_quantizer_leaves_in_the_working_directory_stays_out_of_it(tmp_path, monkeypatch):
+    """ONNX Runtime's symbolic shape inference saves `sym_shape_infer_temp.onnx` (and its weights as `<uuid>.data`)
+    into the working directory when it gives up, and leaves them: the quantizer runs in a folder of its own."""
+    from compressbench.techniques.onnx_quant import quantize_with
+
+    _conv_graph_with_constant_weights(tmp_path / "conv.onnx")
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+
+    def quantizer_that_litters(target):
+        onnx.save(onnx.load(tmp_path / "conv.onnx"), "sym_shape_infer_temp.onnx")
+        onnx.save(onnx.load(tmp_path / "conv.onnx"), target)
+
+    assert quantize_with("quant.static", quantizer_that_litters).graph.node
+    assert list((tmp_path / "cwd").iterdir()) == []

@@ -132,11 +132,14 @@ def quantize_with(step: str, build: Callable[[Path], None]) -> onnx.ModelProto:
 
     The quantizer logs advice through the root logger, its pre-processing logs a whole traceback at ERROR when graph
     optimisation fails, and its histogram calibrators print to stdout: all are muted (stdout must stay clean for
-    `run --json`; the cause travels in the raised error, into the step's record or the stored failure)."""
+    `run --json`; the cause travels in the raised error, into the step's record or the stored failure). It runs in
+    a temporary folder: the pre-processing writes `sym_shape_infer_temp.onnx` and the quantizer a large graph's
+    weights (`<uuid>.data`) into the working directory, and leaves them there when it fails."""
     with tempfile.TemporaryDirectory() as folder:
         target = Path(folder) / "int8.onnx"
         try:
-            with quiet_root_logger(logging.CRITICAL), contextlib.redirect_stdout(io.StringIO()):
+            with quiet_root_logger(logging.CRITICAL), contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.chdir(folder):  # fmt: skip
                 build(target)
         except CompressbenchError:
             raise
@@ -227,7 +230,16 @@ def select_fastest(
     graphs = {FP32: fp32, **variants}
     serving = [r for r in runtimes if r in installed_runtimes() and runtime_registry.get(r).serves(ONNX)]
     serving = serving or ["onnxruntime"]
-    sessions = {(name, r): open_session(g, r, latency.threads) for name, g in graphs.items() for r in serving}
+    sessions, unservable = {}, {}
+    for name, graph in graphs.items():
+        for runtime in serving:
+            try:
+                sessions[(name, runtime)] = open_session(graph, runtime, latency.threads)
+            except CompressbenchError as error:  # one runtime cannot compile one variant: judged on the others
+                if name == FP32 and runtime == serving[0]:
+                    raise
+                unservable.setdefault(name, {})[runtime] = str(error).splitlines()[0]
+    graphs = {name: g for name, g in graphs.items() if any((name, r) in sessions for r in serving)}
     val = subset(data.val, samples)
     stats = dict(
         zip(sessions, measure_latency_interleaved(list(sessions.values()), val.x[:256], selection_latency(latency)),
@@ -236,22 +248,25 @@ def select_fastest(
     batches = list(stats[(FP32, serving[0])])
 
     def fastest(name: str) -> dict[int, tuple[float, str]]:
-        return {b: min((stats[(name, r)][b].p50_ms, r) for r in serving) for b in batches}
+        return {b: min((stats[(name, r)][b].p50_ms, r) for r in serving if (name, r) in stats) for b in batches}
 
     fp32_best = fastest(FP32)
     table = []
     for name in graphs:
-        accuracy = measure_accuracy(sessions[(name, serving[0])], val)
+        accuracy = measure_accuracy(next(sessions[(name, r)] for r in serving if (name, r) in sessions), val)
         best = fastest(name)
         table.append(
             {"variant": name, "val_accuracy": accuracy.accuracy, "finite": accuracy.finite,
              "speedup": {str(b): fp32_best[b][0] / best[b][0] for b in batches},
-             "runtime": {str(b): best[b][1] for b in batches}}
+             "runtime": {str(b): best[b][1] for b in batches},
+             **({"cannot_run_on": unservable[name]} if name in unservable else {})}
         )  # fmt: skip
+    table += [{"variant": name, "cannot_run_on": causes} for name, causes in unservable.items() if name not in graphs]
     base_accuracy = table[0]["val_accuracy"]
+    measured = [row for row in table[1:] if "speedup" in row]
     eligible = [
         row
-        for row in table[1:]
+        for row in measured
         if row["finite"]
         and (base_accuracy - row["val_accuracy"]) * 100 <= max_drop_pt
         and min(row["speedup"].values()) >= min_speedup
@@ -260,7 +275,7 @@ def select_fastest(
         reasons = "; ".join(
             f"{r['variant']}: worst speed-up {min(r['speedup'].values()):.2f}x, "
             f"val accuracy {(r['val_accuracy'] - base_accuracy) * 100:+.2f} pt"
-            for r in table[1:]
+            for r in measured
         )
         why = (
             f"no int8 variant was at least {min_speedup:.2f}x faster than fp32 at every batch size within "
