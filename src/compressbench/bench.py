@@ -1,9 +1,11 @@
 """Unstable: the measuring pieces the scripts in `benchmarks/` compose by hand (export, sessions, interleaved latency,
-accuracy, MACs, the int8 graph quantizers, a zoo model and its data, a technique's context). Not part of the public
-API (`compressbench.__all__`): these names may change or go without notice. Programs should use the public verbs."""
+accuracy, MACs, the int8 graph quantizers, a zoo model and its data, the fortunes texts, a technique's context).
+Not part of the public API (`compressbench.__all__`): these names may change or go without notice. Programs should
+use the public verbs."""
 
 from compressbench.cache import default_cache_dir
 from compressbench.data import load_dataset
+from compressbench.data.text import FORTUNE_TOPICS, fortune_texts
 from compressbench.measure import environment, measure_accuracy, measure_latency_interleaved
 from compressbench.measure.size import count_macs
 from compressbench.models import build_model
@@ -14,6 +16,7 @@ from compressbench.techniques.quant_static import preprocess, quantize_static_gr
 from compressbench.training import evaluate
 
 __all__ = [
+    "FORTUNE_TOPICS",
     "Context",
     "build_model",
     "count_macs",
@@ -21,6 +24,7 @@ __all__ = [
     "environment",
     "evaluate",
     "export_onnx",
+    "fortune_texts",
     "load_dataset",
     "measure_accuracy",
     "measure_latency_interleaved",
