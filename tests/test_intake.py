@@ -446,3 +446,10 @@ def test_what_the_quantizer_leaves_in_the_working_directory_stays_out_of_it(tmp_
 
     assert quantize_with("quant.static", quantizer_that_litters).graph.node
     assert list((tmp_path / "cwd").iterdir()) == []
+
+
+def test_a_hugging_face_folder_fine_tunes_with_small_steps_not_the_generic_settings(hf_folder):
+    from compressbench.models import training_defaults
+
+    settings = training_defaults(str(hf_folder[0]))  # pruning's fine-tuning and a student's training start here
+    assert settings["lr"] == 5e-5 and settings["epochs"] == 4 and not settings.get("min_steps")

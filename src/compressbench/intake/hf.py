@@ -28,6 +28,9 @@ from compressbench.weights import weights_fingerprint
 INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
 DEFAULT_SEQUENCE_LENGTH = 128
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# A pretrained encoder fine-tunes (after pruning, or as a distilled student) as the zoo's MiniLM does: small steps,
+# few epochs; the generic settings (Adam 1e-3, at least 1,000 steps) would undo its pretraining and cost hours of CPU.
+FINE_TUNING = {"epochs": 4, "lr": 5e-5, "schedule": "cosine", "batch_size": 32, "patience": 2}
 
 
 def is_hf_folder(name: str) -> bool:
@@ -166,5 +169,6 @@ model_sources.register("hugging-face-folder")(
         fingerprint,
         rebuilds=frozenset({"depth"}),
         holds_weights=True,
-    )  # fmt: skip
+        training=FINE_TUNING,
+    )
 )

@@ -64,6 +64,9 @@ class ModelSource:
     fingerprint: Callable[[str], str]
     rebuilds: frozenset[str] = frozenset()  # "width" / "depth": what `build` can scale (a student's shape)
     holds_weights: bool = False  # the trained weights come with the reference (a folder), not from --weights
+    # How its models fine-tune (TrainConfig fields), when the generic settings do not fit: a pretrained encoder
+    # wants a small learning rate and few epochs, not the generic Adam 1e-3 with 1,000 steps at least.
+    training: dict[str, Any] | None = None
 
 
 model_sources: Registry[ModelSource] = Registry("model source")
@@ -120,7 +123,10 @@ GENERIC_TRAINING = {"epochs": 20, "lr": 1e-3, "schedule": "cosine", "patience": 
 
 def training_defaults(name: str) -> dict[str, Any]:
     """The family's training settings (TrainConfig fields), or the generic ones for a user factory or graph."""
-    generic = is_user_reference(name) or is_onnx_model(name) or name in _instances or model_source_of(name) is not None
+    source = model_source_of(name)
+    if source is not None and source.training is not None:
+        return dict(source.training)
+    generic = is_user_reference(name) or is_onnx_model(name) or name in _instances or source is not None
     return dict(GENERIC_TRAINING if generic else models.get(name).training)
 
 
