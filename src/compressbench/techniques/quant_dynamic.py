@@ -109,8 +109,8 @@ class DynamicQuantization(Technique):
                 else ""
             )
             raise CompressbenchError(
-                f"{self.name}: looked for {', '.join(looked_for)} and found no node of them to quantize; the graph has "
-                f"{there}{hint}"
+                f"{self.name}: looked for {', '.join(looked_for)} and quantized none: the graph has {there} (a node "
+                f"is quantized only where it multiplies by a constant weight){hint}"
             )
         record: dict[str, Any] = {
             "step": self.name,
