@@ -10,7 +10,6 @@ A student for depth distillation keeps `depth` of the encoder's layers, evenly s
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from compressbench.data import DataSpec
 from compressbench.errors import CompressbenchError
 from compressbench.intake.text import load_tokenizer
 from compressbench.models import ModelConfig, ModelSource, NamedInputs, model_sources
+from compressbench.models.transformer import transformers_offline
 from compressbench.weights import weights_fingerprint
 
 # The order inputs are packed in (and named in the export), of those the tokenizer gives.
@@ -37,21 +37,8 @@ def is_hf_folder(name: str) -> bool:
     return Path(name).is_dir() and (Path(name) / "config.json").is_file()
 
 
-def _transformers() -> Any:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        import transformers
-    except ImportError:
-        raise CompressbenchError(
-            "a Hugging Face folder needs transformers: pip install 'compressbench[text]'"
-        ) from None
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()  # its weight-loading bars would flood the terminal
-    return transformers
-
-
 def hf_config(folder: str) -> Any:
-    transformers = _transformers()
+    transformers = transformers_offline()
     try:
         config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
     except Exception as error:
@@ -89,7 +76,7 @@ class SequenceClassifier(nn.Module):
 def build(config: ModelConfig, spec: DataSpec) -> nn.Module:
     if config.width != 1.0:
         raise CompressbenchError(f"model {config.name}: a pretrained encoder cannot be rebuilt at width {config.width}")
-    transformers = _transformers()
+    transformers = transformers_offline()
     folder = config.name
     declared = hf_config(folder)
     if declared.num_labels != spec.num_classes:

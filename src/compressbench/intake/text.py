@@ -4,7 +4,6 @@ input (input_ids, attention_mask, token_type_ids) int64, packed along axis 1 in 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,17 +11,12 @@ from typing import Any
 import numpy as np
 
 from compressbench.errors import CompressbenchError
+from compressbench.models.transformer import transformers_offline
 
 
 def load_tokenizer(folder: Path | str) -> Any:
     """The folder's own tokenizer (tokenizer.json, or vocab files), never a hub download."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        from transformers import AutoTokenizer
-    except ImportError:
-        raise CompressbenchError(
-            "a Hugging Face folder needs transformers: pip install 'compressbench[text]'"
-        ) from None
+    AutoTokenizer = transformers_offline().AutoTokenizer
     try:
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except Exception as error:

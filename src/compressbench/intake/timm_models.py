@@ -68,8 +68,8 @@ def build(config: ModelConfig, spec: DataSpec) -> nn.Module:
 def preprocessing(name: str, weights: str) -> dict[str, Any]:
     """timm's data config for the architecture, as the image preprocessing (intake.images)."""
     timm = _timm()
-    model = create(name, classes_in_weights(name, weights) or 2)
-    data = timm.data.resolve_data_config({}, model=model)
+    classes = classes_in_weights(name, weights)
+    data = timm.data.resolve_data_config({}, model=create(name, classes or 2))
     _, height, width = data["input_size"]
     crop = float(data.get("crop_pct") or 1.0)
     return {
@@ -83,7 +83,7 @@ def preprocessing(name: str, weights: str) -> dict[str, Any]:
         "channels": "RGB",
         "layout": "NCHW",
         "source": "timm.data.resolve_data_config",
-        **({"num_classes": n} if (n := classes_in_weights(name, weights)) else {}),
+        **({"num_classes": classes} if classes else {}),
     }
 
 

@@ -10,6 +10,8 @@ all-padding row (the zeros used to trace a model) still has one token to attend 
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
@@ -23,12 +25,16 @@ SMALL_HEADS = 4
 SMALL_HEAD_DIM = 16
 
 
-def _transformers():
+def transformers_offline():
+    """transformers, never reaching a hub (every model and tokenizer comes from local files), its log and
+    weight-loading progress bars muted (they would flood the terminal)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import transformers
     except ImportError:
         raise CompressbenchError(f"the transformer models need the transformers package: {TEXT_EXTRA}") from None
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     return transformers
 
 
@@ -78,14 +84,14 @@ def heads_of(attention: nn.Module) -> int:
 
 
 def _encoder(config) -> nn.Module:
-    transformers = _transformers()
+    transformers = transformers_offline()
     config._attn_implementation = "eager"  # plain matmul + softmax: traced, exported and pruned like any layer
     return transformers.BertModel(config, add_pooling_layer=False)
 
 
 def build_small(spec: DataSpec, width: float, depth: int | None) -> TextClassifier:
     """A 2-layer, 4-head BERT (hidden 64 at width 1; the head size scales with `width`) for tests and small tasks."""
-    transformers = _transformers()
+    transformers = transformers_offline()
     hidden = SMALL_HEADS * scaled(SMALL_HEAD_DIM, width)
     config = transformers.BertConfig(
         vocab_size=spec.vocab_size,
@@ -107,7 +113,7 @@ def build_minilm(spec: DataSpec, width: float, depth: int | None) -> TextClassif
     student initialised from its teacher, as DistilBERT was); the width is the pretrained one."""
     from safetensors.torch import load_file
 
-    transformers = _transformers()
+    transformers = transformers_offline()
     if width != 1.0:
         raise CompressbenchError(
             f"model minilm: width {width:g} asked, but a pretrained encoder keeps its width; shrink it with "
