@@ -42,6 +42,8 @@ def test_run_json_prints_the_documented_object(tmp_path):
         "baseline",
         "candidate",
         "speedup",
+        "speedup_ci",
+        "speed_mechanism",
         "size_ratio",
         "compression_ratio",
         "accuracy_drop_pt",
@@ -66,11 +68,14 @@ def test_run_json_prints_the_documented_object(tmp_path):
             "runtime",
             "size_bytes",
             "zstd_bytes",
+            "encoded_bytes",
             "stored_bytes",
+            "stored_form",
             "storage",
             "params",
             "nonzero_params",
             "macs",
+            "served_ops",
         ]
         assert metrics["accuracy_ci"][0] <= metrics["accuracy"] <= metrics["accuracy_ci"][1]
         assert set(metrics["latency_ms"]) == {"1", "64"}
@@ -78,6 +83,11 @@ def test_run_json_prints_the_documented_object(tmp_path):
     assert (
         payload["speedup"]["64"] == payload["baseline"]["latency_ms"]["64"] / payload["candidate"]["latency_ms"]["64"]
     )
+    for batch, (low, high) in payload["speedup_ci"].items():  # from the paired blocks of the same pass
+        assert low <= payload["speedup"][batch] <= high
+        assert len(payload["candidate"]["latency"][batch]["block_ms"]) == payload["measurement"]["latency"]["blocks"]
+    assert payload["speed_mechanism"] == ["int8 on onnxruntime"]  # same MACs, a lower precision
+    assert payload["candidate"]["served_ops"]["MatMulInteger"] >= 1 and "Gemm" in payload["baseline"]["served_ops"]
     assert payload["size_ratio"] > 3  # int8 weights
     assert payload["compression_ratio"] == payload["baseline"]["params"] * 4 / payload["candidate"]["stored_bytes"]
     assert (

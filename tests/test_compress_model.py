@@ -384,3 +384,43 @@ def test_a_graph_that_defeats_symbolic_shape_inference_is_still_quantized_and_th
     printed = capfd.readouterr()
     assert "Traceback" not in printed.out + printed.err + caplog.text
     assert list((tmp_path / "cwd").iterdir()) == []  # no sym_shape_infer_temp.onnx or <uuid>.data left behind
+
+
+def test_objective_size_hands_back_the_stored_form_it_ranked_and_decode_gives_the_measured_model(user, tmp_path):
+    """Deep Compression on a 64-256-10 MLP: the size figure the winner was chosen on is the bytes of the file handed
+    back (model.cbw, compressbench's encoding), and `decode` turns it into the model.onnx that was measured."""
+    namespace: dict = {}
+    exec(USER_CODE, namespace)
+    x_train, y_train, x_test, y_test = namespace["_arrays"]()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(100):
+        optimiser.zero_grad()
+        nn.functional.cross_entropy(model(torch.from_numpy(x_train)), torch.from_numpy(y_train)).backward()
+        optimiser.step()
+    deep = {"name": "deep", "steps": [
+        {"technique": "prune.magnitude", "sparsity": 0.9, "fine_tune_epochs": 2, "fine_tune_min_steps": 50},
+        {"technique": "quant.weight_sharing", "fc_bits": 4, "fine_tune_epochs": 0},
+    ]}  # fmt: skip
+    out = tmp_path / "out"
+    outcome = cb.compress_model(model.eval(), f"{user['code']}:train_and_test", out=out, recipes=[deep],
+                                objective="size", runtime="onnxruntime", max_accuracy_drop=100.0,
+                                latency=FAST_LATENCY)  # fmt: skip
+    manifest = outcome.manifest
+    assert manifest["choice"]["recipe"] == "deep"
+    assert manifest["artifact"]["kind"] == "onnx-encoded" and list(manifest["artifact"]["files"]) == ["model.cbw"]
+    handed_back = (out / "model.cbw").stat().st_size
+    assert handed_back == manifest["artifact"]["bytes"] == manifest["compressed"]["stored_bytes"]
+    assert handed_back < manifest["compressed"]["zstd_bytes"] < manifest["compressed"]["size_bytes"]
+    assert "compressbench decode" in manifest["artifact"]["load"]
+    assert not (out / "model.onnx").exists()
+
+    checked = cb.verify(out)  # decodes the stored form and measures it
+    assert checked["accuracy"]["here"] == pytest.approx(manifest["compressed"]["accuracy"], abs=1e-9)
+    result = CliRunner().invoke(app, ["decode", str(out)])
+    assert result.exit_code == 0, result.output
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {session.get_inputs()[0].name: x_test})[0]
+    assert (logits.argmax(1) == y_test).mean() == pytest.approx(manifest["compressed"]["accuracy"], abs=1e-9)
+    assert CliRunner().invoke(app, ["decode", str(out)]).exit_code != 0  # model.onnx is never overwritten

@@ -98,7 +98,8 @@ def fixture_store(tmp_path):
 def test_summaries_average_over_seeds(fixture_store):
     summaries = {(s.model, s.recipe): s for s in summarise_runs(fixture_store.runs())}
     static = summaries[("mlp", "quant.static")]
-    assert static.seeds == [0, 1] and static.speedup["256"].mean == pytest.approx(1.55)
+    # Over seeds, the speed-up is the ratio of the mean latencies (10 ms against 10/1.5 and 10/1.6 ms).
+    assert static.seeds == [0, 1] and static.speedup["256"].mean == pytest.approx(10 / ((10 / 1.5 + 10 / 1.6) / 2))
     assert static.accuracy.spread > 0 and static.families == {"quantization"}
     assert summaries[("mlp", "prune+quant")].families == {"pruning", "quantization"}
 
@@ -209,7 +210,7 @@ def test_with_several_seeds_a_verdict_says_in_how_many_it_held(tmp_path):
             store, "quant.static", ["quant.static"], 0.899 - seed / 1000, {"1": speedup, "256": speedup}, 3.9, seed=seed
         )
     verdict = verdicts_of(store, per_seed=True)[("int8", "mlp")]
-    assert verdict.verdict == "holds" and verdict.why.endswith("held in 2 of 3 seeds")
+    assert verdict.verdict == "holds (2 of 3 seeds)" and verdict.why.endswith("held in 2 of 3 seeds")
     assert verdict.conditions == "baseline 90.00% (no reference); 3 seeds, drop spread ±0.10 pt"
 
 
@@ -349,3 +350,89 @@ def test_the_html_report_draws_every_chart_and_table_in_a_real_browser(fixture_s
     matrix = dom[dom.index("<table") : dom.index("</table>")]
     assert 'class="good"' in matrix and 'class="bad"' in matrix and "title=" in matrix
     assert dom.count("<table") == page.count("<table")
+
+
+def measured(mechanism, ci_256, ci_1=None):
+    """Result fields a run stores since speed-ups carry an interval and a mechanism."""
+    return {"speed_mechanism": mechanism, "speedup_ci": {"256": list(ci_256), "1": list(ci_1 or ci_256)}}
+
+
+def test_a_model_doing_the_baselines_work_is_never_recommended_for_speed(tmp_path):
+    """2:4 sparsity served dense on the baseline's runtime measured 1.08x with an interval above 1: the same graph,
+    precision and MACs, so the 1.08x is timing noise; a channel-pruned model with fewer MACs is credited."""
+    store = Store(tmp_path / "results.db")
+    put(store, "none", [], 0.90, {"1": 1.0, "256": 1.0}, 1.0, recorded=measured([], (0.98, 1.02)))
+    put(store, "prune.nm", ["prune.nm"], 0.899, {"1": 1.08, "256": 1.08}, 1.0, recorded=measured([], (1.05, 1.11)))
+    (answer,) = recommend(summarise_runs(store.runs()), 1.0, "latency", 256)
+    assert answer.best is None and "keep the baseline" in answer.reason
+
+    put(store, "prune.channels", ["prune.channels"], 0.897, {"1": 1.3, "256": 1.4}, 2.0,
+        recorded=measured(["1.90x fewer MACs"], (1.35, 1.46)))  # fmt: skip
+    (answer,) = recommend(summarise_runs(store.runs()), 1.0, "latency", 256)
+    assert answer.best.recipe == "prune.channels" and answer.runner_up is None
+    assert answer.reason.startswith("1.40x [1.35, 1.46] faster at batch 256 (1.90x fewer MACs)")
+
+
+def test_a_speedup_whose_interval_reaches_one_is_not_recommended(tmp_path):
+    store = Store(tmp_path / "results.db")
+    put(store, "none", [], 0.90, {"1": 1.0, "256": 1.0}, 1.0, recorded=measured([], (0.98, 1.02)))
+    put(store, "quant.dynamic", ["quant.dynamic"], 0.899, {"1": 1.1, "256": 1.1}, 3.9,
+        recorded=measured(["int8 on onnxruntime"], (0.97, 1.25)))  # fmt: skip
+    (answer,) = recommend(summarise_runs(store.runs()), 1.0, "latency", 256)
+    assert answer.best is None
+    verdict = verdicts_of(store)[("int8", "mlp")]
+    assert verdict.verdict == "does not hold"
+    assert "+0% faster at batch 1 (measured 1.10x [0.97, 1.25], not distinguishable from 1x)" in verdict.why
+
+
+def test_a_verdict_credits_no_speed_to_a_model_served_dense(tmp_path):
+    store = Store(tmp_path / "results.db")
+    put(store, "none", [], 0.90, {"1": 1.0, "256": 1.0}, 1.0, recorded=measured([], (0.98, 1.02)))
+    put(store, "prune.magnitude", ["prune.magnitude"], 0.899, {"1": 1.5, "256": 1.5}, 1.0,
+        recorded=measured([], (1.45, 1.55)))  # fmt: skip
+    verdict = verdicts_of(store)[("pruning", "mlp")]
+    assert verdict.verdict == "does not hold"
+    assert "+0% inference time saved" in verdict.why and "no speed change expected (dense-served)" in verdict.why
+
+
+def test_every_printed_speedup_is_the_ratio_of_the_latencies_in_its_row(tmp_path):
+    store = Store(tmp_path / "results.db")
+    for seed, (speed, base_ms) in enumerate([(2.0, 10.0), (2.4, 11.0), (2.2, 9.0)]):
+        put(store, "none", [], 0.90, {"1": 1.0, "256": 1.0}, 1.0, seed=seed)
+        put(store, "prune.channels", ["prune.channels"], 0.897, {"1": speed, "256": speed}, 2.0, seed=seed,
+            recorded={**measured(["2.00x fewer MACs"], (speed * 0.97, speed * 1.03)),
+                      "baseline": {**BASELINE, "latency_ms": {"1": base_ms / 10, "256": base_ms}}})  # fmt: skip
+    # Each seed's candidate is timed against its own baseline (10, 11 and 9 ms): the row shows their means.
+    (table,) = [t for s in report_sections(store, {}) if s.title == "digits / mlp" for t in s.tables]
+    header, rows = table
+    row = dict(zip(header, next(r for r in rows if r[0] == "prune.channels"), strict=True))
+    baseline_ms, candidate_ms = map(float, row["b256 ms: baseline → this"].split(" → "))
+    printed = float(row["speed-up b256 (95% CI)"].split("x")[0])
+    assert printed == pytest.approx(baseline_ms / candidate_ms, abs=0.006)
+    assert row["speed-up b256 (95% CI)"].endswith("[1.94, 2.47]")  # the span of the three seeds' intervals
+    assert row["speed mechanism"] == "2.00x fewer MACs"
+
+
+def test_the_overview_chart_draws_each_speedup_with_its_interval(tmp_path):
+    from compressbench.reporting.write import overview_figure
+
+    store = Store(tmp_path / "results.db")
+    put(store, "none", [], 0.90, {"1": 1.0, "256": 1.0}, 1.0)
+    put(store, "quant.dynamic", ["quant.dynamic"], 0.899, {"1": 2.0, "256": 2.0}, 3.9,
+        recorded=measured(["int8 on onnxruntime"], (1.9, 2.2)))  # fmt: skip
+    (figure,) = overview_figure(summarise_runs(store.runs()), 1.0, "256")
+    (trace,) = figure.data
+    assert list(trace.x) == [pytest.approx(2.0)]
+    assert list(trace.error_x.array) == [pytest.approx(0.2)] and list(trace.error_x.arrayminus) == [pytest.approx(0.1)]
+
+
+def test_a_recipe_within_the_budget_on_average_but_not_in_its_worst_seed_is_not_recommended(tmp_path):
+    store = Store(tmp_path / "results.db")
+    for seed, accuracy in enumerate([0.895, 0.894, 0.886]):  # drops 0.5, 0.6 and 1.4 pt: mean 0.83, worst 1.4
+        put(store, "none", [], 0.90, {"1": 1.0, "256": 1.0}, 1.0, seed=seed)
+        put(store, "prune.channels", ["prune.channels"], accuracy, {"1": 1.5, "256": 1.5}, 2.0, seed=seed,
+            recorded=measured(["2.00x fewer MACs"], (1.45, 1.55)))  # fmt: skip
+    (answer,) = recommend(summarise_runs(store.runs()), 1.0, "latency", 256)
+    assert answer.best is None and "within 1 points in every seed" in answer.reason
+    (looser,) = recommend(summarise_runs(store.runs()), 1.5, "latency", 256)
+    assert looser.reason.endswith("accuracy drop +0.83 pt, worst of 3 seeds +1.40 pt (budget 1.5)")

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import onnx
 import pytest
@@ -84,6 +86,7 @@ def test_interleaved_latency_sees_a_bigger_model_as_slower():
         assert small_stats[batch].p10_ms <= small_stats[batch].p50_ms <= small_stats[batch].p90_ms
         assert big_stats[batch].p50_ms > 2 * small_stats[batch].p50_ms
         assert small_stats[batch].calls >= 3 and small_stats[batch].blocks == 3
+        assert len(big_stats[batch].block_ms) == 3  # one median per block, paired with the other session's
 
 
 def test_size_counts_params_nonzeros_and_macs():
@@ -143,3 +146,50 @@ def test_collapse_is_judged_against_the_most_common_class_not_against_chance():
     assert collapse_flag(0.95, skewed) is None
     ten_classes = np.arange(10).repeat(10)
     assert collapse_flag(0.15, ten_classes) is None and collapse_flag(0.11, ten_classes) is not None
+
+
+def test_a_speedup_interval_is_a_t_interval_on_the_paired_blocks_log_ratios():
+    from compressbench.measure.latency import speedup_interval
+
+    baseline, candidate = [2.0, 2.2, 1.8, 2.0], [1.0, 1.0, 1.0, 1.0]
+    logs = [math.log(2.0), math.log(2.2), math.log(1.8), math.log(2.0)]
+    mean = sum(logs) / 4
+    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / 3)
+    half = 3.182446305284263 * sd / 2  # t(0.975, 3 degrees of freedom) x standard error (sd / sqrt(4))
+    low, high = speedup_interval(baseline, candidate)
+    assert (low, high) == (pytest.approx(math.exp(mean - half)), pytest.approx(math.exp(mean + half)))
+    assert low < 2.0 < high
+    assert speedup_interval([2.0], [1.0]) is None  # one pair: no spread to estimate
+    with pytest.raises(ValueError, match="3 baseline blocks vs 2"):
+        speedup_interval([1.0, 1.0, 1.0], [1.0, 1.0])
+
+
+def test_a_pruned_model_served_dense_has_no_speed_mechanism_and_a_narrower_one_has_fewer_macs():
+    import torch
+
+    from compressbench.measure.compare import served_ops, speed_mechanism
+    from compressbench.measure.size import count_macs
+    from compressbench.results import Metrics
+
+    data = load_dataset("digits")
+
+    def metrics(module, precision="fp32", runtime="onnxruntime"):
+        graph = export_onnx(module, data.spec.input_shape)
+        return Metrics(accuracy=0.9, accuracy_ci=[0.8, 1.0], latency_ms={}, size_bytes=1, stored_bytes=1, params=1,
+                       nonzero_params=1, macs=count_macs(module, data.spec.input_shape),
+                       runtime={"runtime": runtime, "precision": precision}, served_ops=served_ops(graph))  # fmt: skip
+
+    baseline = build_model("mlp", data.spec)
+    pruned = build_model("mlp", data.spec)
+    with torch.no_grad():
+        for layer in pruned.modules():
+            if isinstance(layer, nn.Linear):
+                layer.weight[:, ::2] = 0  # half the weights zero, the graph and its MACs unchanged
+    assert speed_mechanism(metrics(baseline), metrics(pruned)) == []
+    narrow = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    (fewer,) = speed_mechanism(metrics(baseline), metrics(narrow))
+    assert fewer.endswith("x fewer MACs")
+    assert speed_mechanism(metrics(baseline), metrics(pruned, "int8")) == ["int8 on onnxruntime"]
+    assert speed_mechanism(metrics(baseline), metrics(pruned, runtime="openvino")) == ["served on openvino"]
+    deeper = nn.Sequential(baseline, nn.Identity(), nn.ReLU())  # one more node, same MACs and precision
+    assert speed_mechanism(metrics(baseline), metrics(deeper)) == ["a different graph (Relu)"]

@@ -4,6 +4,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from compressbench import load_results, run_study
@@ -96,6 +97,40 @@ def test_model_measure_puts_one_model_on_another_runtime(tmp_path):
     spec.write_text("name: s\ndatasets: [digits]\nmodels: [mlp]\nrecipes: [none]\nmodel_measure: {lenet5: {}}\n")
     with pytest.raises(CompressbenchError, match=r"model_measure.lenet5: not one of the models"):
         plan(load_study(spec))
+
+
+def test_compression_seeds_share_one_baseline_and_keep_the_keys_of_seed_zero(tmp_path):
+    """`baseline_seed: 0` with `seeds: [0, 1, 2]`: three compression seeds from the one baseline (and its split);
+    `model_seeds` gives the costly model one seed. Seed 0's job is the job a one-seed study already stored."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: s\ndatasets: [digits]\nmodels: [mlp, lenet5]\nrecipes: [none]\nseeds: [0, 1, 2]\nbaseline_seed: 0\n"
+        "model_seeds: {lenet5: [0]}\n"
+    )
+    jobs, _ = plan(load_study(spec))
+    assert sorted((job.model.name, job.seed, job.data_seed) for job in jobs) == [
+        ("lenet5", 0, 0), ("mlp", 0, 0), ("mlp", 1, 0), ("mlp", 2, 0)
+    ]  # fmt: skip
+    one_seed = tmp_path / "one.yaml"
+    one_seed.write_text("name: s\ndatasets: [digits]\nmodels: [mlp]\nrecipes: [none]\n")
+    (alone,) = plan(load_study(one_seed))[0]
+    assert alone.key() in {job.key() for job in jobs}
+    spec.write_text("name: s\ndatasets: [digits]\nmodels: [mlp]\nrecipes: [none]\nmodel_seeds: {resnet: [0]}\n")
+    with pytest.raises(CompressbenchError, match=r"model_seeds.resnet: not one of the models"):
+        plan(load_study(spec))
+
+
+def test_a_compression_seed_draws_its_own_calibration_samples_from_the_same_split():
+    from compressbench.data import load_dataset
+
+    data = load_dataset("digits", 0)
+    first, second = data.recalibrated(1), data.recalibrated(2)
+    assert first.train is data.train and first.val is data.val and first.test is data.test
+    assert len(first.calibration) == len(data.calibration)
+    assert not np.array_equal(first.calibration.x, second.calibration.x)
+    assert np.array_equal(first.calibration.x, data.recalibrated(1).calibration.x)  # the same seed, the same samples
+    train_rows = {row.tobytes() for row in data.train.x}
+    assert all(row.tobytes() in train_rows for row in first.calibration.x)  # drawn from the baseline's train split
 
 
 STUDIES = Path(__file__).parent.parent / "studies"

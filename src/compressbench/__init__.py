@@ -42,6 +42,7 @@ _EXPORTS = {
     "Baseline": "compressbench.api",
     "compress_model": "compressbench.workflows.compress_model",
     "verify": "compressbench.workflows.verify",
+    "decode": "compressbench.workflows.verify",
     "CompressOutcome": "compressbench.workflows.compress_model",
     "search": "compressbench.workflows.search",
     "search_workers": "compressbench.workflows.search",
@@ -63,6 +64,7 @@ _EXPORTS = {
     "Candidate": "compressbench.artifacts",
     "Cache": "compressbench.cache",
     "CompressbenchError": "compressbench.errors",
+    "NO_MECHANISM": "compressbench.ranking",
 }
 
 

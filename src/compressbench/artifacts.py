@@ -194,7 +194,6 @@ class Candidate:
     `module` is the torch form. Once a step produces an artifact the module cannot reproduce (an int8 ONNX graph,
     an OpenVINO model), it sits in `artifact` and `module` stays as the float model it came from (for parameter
     and MAC counts). `precision` is what the runtime is asked to execute in (precision.bf16 / fp16).
-    `storage` is the encoded form's byte breakdown when a step defines one (sparse indices, codebooks, Huffman);
     `records` keeps what each step did; `flags` are warnings a report must show; `companions` are other models a
     step wants measured beside it under their own name (the distillation control: the student trained alone).
     A user's ONNX model has no module: `module` is None and `float_graph` is the graph as given, on which parameters
@@ -205,7 +204,6 @@ class Candidate:
     artifact: Any = None
     float_graph: onnx.ModelProto | None = None
     precision: str = "fp32"
-    storage: dict[str, int] | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     companions: dict[str, Candidate] = field(default_factory=dict)

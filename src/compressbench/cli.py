@@ -352,6 +352,17 @@ def _seconds(text: str, option: str) -> float:
         raise CompressbenchError(f"{option}: {text!r} is not a duration like 90s, 30m or 2h") from None
 
 
+@app.command()
+@friendly
+def decode(
+    path: Annotated[Path, typer.Argument(help="a compress --objective size folder, or a .cbw / .onnx.zst file")],
+    out_path: Annotated[Path | None, typer.Option("--out", help="where model.onnx goes (default: beside it)")] = None,
+) -> None:
+    """Turn a stored form (compressbench's encoding, or zstd) back into the model.onnx a runtime loads."""
+    written = cb.decode(path, out_path)
+    out.print(f"{written}: {written.stat().st_size:,} bytes, every tensor as it was stored", highlight=False)
+
+
 @app.command("verify")
 @friendly
 def verify_(
@@ -396,12 +407,15 @@ def side_by_side(result: cb.RunResult) -> Table:
     table.add_row("accuracy (95% CI)", pct(base), pct(cand), f"{-result.accuracy_drop_pt:+.2f} pt")
     for batch, speedup in result.speedup.items():
         before, after = base.latency_ms[batch], cand.latency_ms[batch]
+        low, high = result.speedup_ci.get(batch, (None, None))
         table.add_row(
             f"latency batch {batch}",
-            f"{before:.3f} ms",
-            f"{after:.3f} ms",
-            f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower",
+            f"{before:.4g} ms",
+            f"{after:.4g} ms",
+            (f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower")
+            + (f" [{low:.2f}, {high:.2f}]" if low is not None else ""),
         )
+    table.add_row("speed mechanism", "", "", "; ".join(result.speed_mechanism) or cb.NO_MECHANISM)
     table.add_row("file size", _bytes(base.size_bytes), _bytes(cand.size_bytes), result.size_change)
     table.add_row(
         "stored size",

@@ -82,7 +82,6 @@ def _entries(candidate: Candidate, reference: nn.Module, check_inputs: torch.Ten
     meta = {
         "attributes": _changed_attributes(candidate.module, reference),
         "precision": candidate.precision,
-        "storage": candidate.storage,
         "records": candidate.records,
         "flags": candidate.flags,
         "companions": sorted(candidate.companions),
@@ -118,7 +117,6 @@ def _load(folder: Path, stem: str, reference: nn.Module, check_inputs: torch.Ten
     return Candidate(
         module=module,
         precision=meta["precision"],
-        storage=meta["storage"],
         records=meta["records"],
         flags=meta["flags"],
         companions=companions,

@@ -26,11 +26,17 @@ class Metrics(BaseModel):
     runtime: dict[str, Any]  # name, version, threads, the precision it executed
     size_bytes: int  # the deployable file
     zstd_bytes: int | None = None
-    stored_bytes: int  # the smallest faithful form: zstd of the file, or the technique's encoding
-    storage: dict[str, int] | None = None
+    encoded_bytes: int | None = None  # compressbench's encoding of an ONNX graph (runtime.stored)
+    # The smallest stored form a deployer can ship and load back: an artifact kind (runtime.stored: "onnx-zstd",
+    # "onnx-encoded"), or the served kind itself; results stored before it was recorded counted the technique's
+    # own encoding, an estimate no file had.
+    stored_bytes: int
+    stored_form: str | None = None
+    storage: dict[str, int] | None = None  # the stored form's bytes by part
     params: int
     nonzero_params: int
     macs: int
+    served_ops: dict[str, int] | None = None  # operation types the runtime executes, counted (measure.compare)
     runtimes: dict[str, dict[str, Any]] | None = None  # with runtime auto: every runtime's figures, or why skipped
     runtime_choice: str | None = None
     # Text encoders: sentence-embedding cosine and top-k neighbour agreement against the baseline (measure.embeddings).
@@ -52,6 +58,11 @@ class RunResult(BaseModel):
     baseline: Metrics
     candidate: Metrics
     speedup: dict[str, float]  # baseline latency / candidate latency, by batch size
+    # 95% interval on each speed-up from the paired interleaved blocks (measure.latency.speedup_interval).
+    speedup_ci: dict[str, list[float]] = {}
+    # Why the candidate can be faster than the baseline: less or cheaper work (fewer MACs, a lower precision, another
+    # runtime, a different graph). Empty: it does the baseline's work, so a speed-up is timing noise.
+    speed_mechanism: list[str] = []
     size_ratio: float
     compression_ratio: float  # fp32 parameter bytes / candidate stored bytes
     accuracy_drop_pt: float

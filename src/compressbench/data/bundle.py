@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,6 +65,17 @@ class DataBundle:
         if name not in ("train", "val", "test", "calibration"):
             raise CompressbenchError(f"unknown split {name!r} (known: train, val, test, calibration)")
         return getattr(self, name)
+
+    def recalibrated(self, seed: int) -> DataBundle:
+        """The same splits with the calibration samples drawn afresh from the train split by `seed`: a seed of the
+        compression step varies which samples calibrate, while the baseline's train / val split stays as it was
+        trained on. A bundle without a train split keeps its calibration."""
+        if not len(self.train):
+            return self
+        chosen = np.random.default_rng(seed).choice(len(self.train), min(len(self.calibration), len(self.train)),
+                                                    replace=False)  # fmt: skip
+        calibration = Split(self.train.x[chosen], self.train.y[chosen])
+        return dataclasses.replace(self, calibration=calibration, notes={**self.notes, "calibration_seed": seed})
 
 
 NORMALISATIONS = {

@@ -7,13 +7,14 @@ The baseline's headline figures are always ONNX Runtime fp32 when it is in the p
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Literal
 
 import onnx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from compressbench.artifacts import Candidate, kind_of
+from compressbench.artifacts import Candidate, is_onnx, kind_of
 from compressbench.data import DataBundle
 from compressbench.errors import CompressbenchError
 from compressbench.measure.accuracy import measure_accuracy
@@ -24,6 +25,7 @@ from compressbench.registry import unknown_name_message
 from compressbench.results import Metrics
 from compressbench.runtime import export_onnx, installed_runtimes, open_session, runtimes, verify_onnx
 from compressbench.runtime.export import VERIFY_SAMPLES
+from compressbench.runtime.stored import ENCODED_KIND, ZSTD_KIND, stored_forms
 
 REFERENCE = "onnxruntime"
 
@@ -101,6 +103,62 @@ def counted_weights(candidate: Candidate, served: Any, data: DataBundle, setting
                               else verified_export(candidate.module, data, settings))  # fmt: skip
 
 
+def stored_figures(artifact: Any, payload: bytes) -> dict[str, Any]:
+    """The deployable file's zstd bytes, and the stored form a deployer can ship and load back (`runtime.stored`):
+    for an ONNX graph the smaller of zstd and compressbench's encoding (its bytes by part under `storage`); for
+    another kind the file itself, the one form `compress` hands it back in."""
+    if not is_onnx(artifact):
+        compressed = zstd_size(payload)
+        return {"zstd_bytes": compressed, "stored_bytes": len(payload), "stored_form": kind_of(artifact).name,
+                "storage": {"file": len(payload)}}  # fmt: skip
+    forms = {form.kind: form for form in stored_forms(artifact, payload)}
+    smallest = min(forms.values(), key=lambda form: form.size)
+    return {
+        "zstd_bytes": forms[ZSTD_KIND].size,
+        "encoded_bytes": forms[ENCODED_KIND].size,
+        "stored_bytes": smallest.size,
+        "stored_form": smallest.kind,
+        "storage": smallest.parts,
+    }
+
+
+def served_ops(artifact: Any) -> dict[str, int] | None:
+    """What the runtime executes, as a count of operation types: the nodes of an ONNX graph or an OpenVINO model, the
+    leaf layers of a torch module; None for a kind whose operations cannot be listed. Two artifacts with the same
+    counts, MACs, precision and runtime do the same work whatever their weights hold (a pruned weight served dense
+    still multiplies its zeros)."""
+    if isinstance(artifact, onnx.ModelProto):
+        types = [node.op_type for node in artifact.graph.node]
+    elif isinstance(artifact, nn.Module):
+        types = [type(layer).__name__ for layer in artifact.modules() if not any(layer.children())]
+    elif hasattr(artifact, "get_ops"):  # an OpenVINO model
+        types = [op.get_type_name() for op in artifact.get_ops()]
+    else:
+        return None
+    return dict(sorted(Counter(types).items()))
+
+
+def speed_mechanism(baseline: Metrics, candidate: Metrics) -> list[str]:
+    """How the candidate, as served, does less or cheaper work than the baseline, in words; empty when it does the
+    same work (the same runtime, precision, MACs and operations: a pruned or weight-shared model served dense)."""
+    found = []
+    if candidate.macs < baseline.macs:
+        found.append(f"{baseline.macs / max(candidate.macs, 1):.2f}x fewer MACs")
+    runtime, precision = candidate.runtime.get("runtime"), candidate.runtime.get("precision")
+    if precision != baseline.runtime.get("precision"):
+        found.append(f"{precision} on {runtime}")
+    if runtime != baseline.runtime.get("runtime"):
+        found.append(f"served on {runtime}")
+    if (
+        not found
+        and None not in (candidate.served_ops, baseline.served_ops)
+        and (candidate.served_ops != baseline.served_ops)
+    ):
+        changed = sorted(set(candidate.served_ops.items()) ^ set(baseline.served_ops.items()))
+        found.append("a different graph (" + ", ".join(dict.fromkeys(op for op, _ in changed)) + ")")
+    return found
+
+
 def measured_runtimes(settings: MeasureSettings) -> list[str]:
     """The runtimes a candidate is measured on: the one asked for, or with auto every installed one compared."""
     if settings.runtime != "auto":
@@ -157,6 +215,7 @@ def measure_candidates(
                     "p90_ms": s.p90_ms,
                     "calls": s.calls,
                     "blocks": s.blocks,
+                    "block_ms": list(s.block_ms),
                 }
                 for b, s in latency.items()
             },
@@ -172,18 +231,16 @@ def measure_candidates(
         payload = kind_of(served[name][chosen]).serialise(served[name][chosen])
         if chosen_artifacts is not None:
             chosen_artifacts[name] = served[name][chosen]
-        compressed = zstd_size(payload)
         figures = {
             **measured[chosen],
             "size_bytes": len(payload),
-            "zstd_bytes": compressed,
-            "stored_bytes": min(compressed, sum(candidate.storage.values())) if candidate.storage else compressed,
-            "storage": candidate.storage or {"zstd(file)": compressed},
+            **stored_figures(served[name][chosen], payload),
             "params": params,
             "nonzero_params": nonzero,
             "macs": count_macs(candidate.module, data.spec.input_shape, data.spec.torch_dtype)
             if candidate.module is not None
             else count_graph_macs(candidate.float_graph, data.spec.input_shape),
+            "served_ops": served_ops(served[name][chosen]),
         }
         if settings.runtime == "auto":
             figures["runtimes"] = {

@@ -1,7 +1,9 @@
 """Latency of several sessions measured side by side: time-based warm-up, interleaved timed blocks, percentiles.
 
 Interleaving (baseline block, candidate block, baseline block, ...) makes a ratio survive a noisy machine:
-both see the same slow and fast moments. Absolute figures are recorded but only ratios should be compared.
+both see the same slow and fast moments. Absolute figures are recorded but only ratios should be compared; the
+median of each block is kept too, so a speed-up gets its confidence interval from the paired blocks
+(`speedup_interval`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ class LatencySettings(BaseModel):
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """Milliseconds per call (one call = one batch): median and the 10th/90th percentiles over all timed calls."""
+    """Milliseconds per call (one call = one batch): median and the 10th/90th percentiles over all timed calls, and
+    the median of each timed block in the order the blocks ran (block i of every session ran in the same round)."""
 
     batch: int
     p50_ms: float
@@ -42,6 +45,7 @@ class LatencyStats:
     calls: int
     blocks: int
     threads: int
+    block_ms: tuple[float, ...] = ()
 
 
 def measure_latency_interleaved(
@@ -66,12 +70,12 @@ def _interleaved(
         for session in sessions:
             per_call = _warm_up(session, x, settings.warmup_s)
             calls_per_block.append(max(1, int(settings.block_s / max(per_call, 1e-7))))
-        samples: list[list[float]] = [[] for _ in sessions]
+        blocks: list[list[list[float]]] = [[] for _ in sessions]
         for _ in range(settings.blocks):
             for i, session in enumerate(sessions):
-                samples[i].extend(_timed_calls(session, x, calls_per_block[i]))
-        for i, times in enumerate(samples):
-            ms = np.asarray(times) * 1e3
+                blocks[i].append(_timed_calls(session, x, calls_per_block[i]))
+        for i, timed in enumerate(blocks):
+            ms = np.concatenate(timed) * 1e3
             results[i][batch] = LatencyStats(
                 batch,
                 float(np.median(ms)),
@@ -80,8 +84,29 @@ def _interleaved(
                 len(ms),
                 settings.blocks,
                 settings.threads,
+                tuple(float(np.median(block) * 1e3) for block in timed),
             )
     return results
+
+
+def speedup_interval(
+    baseline_blocks: Sequence[float], candidate_blocks: Sequence[float], confidence: float = 0.95
+) -> tuple[float, float] | None:
+    """A `confidence` interval on the speed-up (baseline time / candidate time) from paired block medians.
+
+    Block i of both ran in the same round, so each pair shares the machine's state of that moment: the interval is a
+    t-interval on the mean of the per-block log ratios, exponentiated (a ratio is symmetric on the log scale). None
+    with fewer than two pairs, where no spread can be estimated.
+    """
+    if len(baseline_blocks) != len(candidate_blocks):
+        raise ValueError(f"{len(baseline_blocks)} baseline blocks vs {len(candidate_blocks)} candidate blocks")
+    if len(baseline_blocks) < 2:
+        return None
+    from scipy import stats  # a second of import time, paid only where an interval is computed
+
+    logs = np.log(np.asarray(baseline_blocks, dtype=float) / np.asarray(candidate_blocks, dtype=float))
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs)))
+    return float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half))
 
 
 def _warm_up(session: Session, x: np.ndarray, seconds: float) -> float:

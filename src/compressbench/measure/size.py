@@ -7,13 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 import torch
-import zstandard
 from onnx import numpy_helper
 from torch import nn
 
 from compressbench.modes import CONV_LAYERS, evaluating
-
-ZSTD_LEVEL = 19
+from compressbench.runtime.stored import zstd_compressed
 
 
 @dataclass(frozen=True)
@@ -26,7 +24,7 @@ class SizeResult:
 
 
 def zstd_size(payload: bytes) -> int:
-    return len(zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(payload))
+    return len(zstd_compressed(payload))
 
 
 def count_params(module: nn.Module) -> tuple[int, int]:

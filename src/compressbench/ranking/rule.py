@@ -10,9 +10,41 @@ from typing import Any, Literal
 from compressbench.ranking.summary import RecipeSummary, by_model
 
 Objective = Literal["latency", "size"]
-# Interleaved medians of one candidate differ by up to about 5% from run to run here (a 0.95-1.05x band), so a
-# smaller speed-up is noise, not a reason to deploy a compressed model.
+# Results stored before speed-up intervals were measured have none: for them a speed-up counts only from this
+# threshold, the run-to-run spread of interleaved medians here (a 0.95-1.05x band).
 MIN_SPEEDUP = 1.05
+NO_MECHANISM = "no speed change expected (dense-served)"
+
+
+def speed_floor(summary: RecipeSummary, batch: str) -> float | None:
+    """The lower end of the speed-up's 95% interval at `batch` (for an older result without one, the speed-up over
+    `MIN_SPEEDUP`); None when the served model does the baseline's work, so no speed-up can be credited to it."""
+    if batch not in summary.speedup or summary.speed_mechanism == []:
+        return None
+    if batch in summary.speedup_ci:
+        return summary.speedup_ci[batch][0]
+    return summary.speedup[batch].mean / MIN_SPEEDUP
+
+
+def credited_speedup(summary: RecipeSummary, batch: str, floor: float = 1.0) -> float | None:
+    """The speed-up at `batch` that a recommendation or a verdict may credit: the measured one when the served model
+    does less or cheaper work than the baseline (`speed_mechanism`) and the lower end of its interval is above
+    `floor`; None otherwise."""
+    lowest = speed_floor(summary, batch)
+    return summary.speedup[batch].mean if lowest is not None and lowest > floor else None
+
+
+def speed_words(summary: RecipeSummary, batch: str) -> str:
+    """The speed-up at `batch` with its interval, and why it is not credited when it is not: "2.87x [2.80, 2.93]"."""
+    figure = f"{summary.speedup[batch].mean:.2f}x"
+    if batch in summary.speedup_ci:
+        low, high = summary.speedup_ci[batch]
+        figure += f" [{low:.2f}, {high:.2f}]"
+    if summary.speed_mechanism == []:
+        return f"{figure}, {NO_MECHANISM}"
+    if credited_speedup(summary, batch) is None:
+        return f"{figure}, not distinguishable from 1x"
+    return figure
 
 
 @dataclass(frozen=True)
@@ -32,33 +64,34 @@ class Recommendation:
 def recommend(
     summaries: list[RecipeSummary], max_accuracy_drop: float = 1.0, objective: Objective = "latency", batch: int = 256
 ) -> list[Recommendation]:
-    """Within `max_accuracy_drop` points (mean over seeds), the fastest (or smallest) recipe and the runner-up.
+    """Within `max_accuracy_drop` points (the mean over seeds and the worst seed both), the fastest (or smallest)
+    recipe and the runner-up.
 
-    For latency, the uncompressed model on the fastest runtime measured (the recipe "none" moved off the baseline's
-    runtime: "runtime only") is a candidate like any other, and it sets the floor: a compressed recipe qualifies only
-    when it is at least `MIN_SPEEDUP` faster at `batch` than both the baseline and that floor, so the answer is never
-    slower than simply serving the model elsewhere, and a step is credited only with what it adds beyond timing
-    noise. With nothing qualifying the answer is to keep the baseline. For size, the figure is stored bytes
+    For latency, a recipe qualifies only with a speed-up that can be credited (`credited_speedup`: a mechanism, and
+    an interval whose lower end is above 1), so a model served dense is never recommended for speed. The uncompressed
+    model on the fastest runtime measured (the recipe "none" moved off the baseline's runtime: "runtime only") is a
+    candidate like any other, and it sets the floor: a compressed recipe then qualifies only when the lower end of
+    its interval is above that move's speed-up, so the answer is never slower than simply serving the model
+    elsewhere. With nothing qualifying the answer is to keep the baseline. For size, the figure is stored bytes
     (compression ratio).
     """
     answers = []
+    key = str(batch)
     for (dataset, model), group in by_model(summaries).items():
-        within = [s for s in group if s.usable and s.accuracy_drop_pt.mean <= max_accuracy_drop]
+        within = [s for s in group if s.usable and s.accuracy_drop_pt.high <= max_accuracy_drop]
         compressed = [s for s in within if s.recipe != "none"]
-        moved = next((s for s in within if s.runtime_only and str(batch) in s.speedup), None)
-        floor = max(1.0, moved.speedup[str(batch)].mean) if moved else 1.0
+        moved = next((s for s in within if s.runtime_only and credited_speedup(s, key) is not None), None)
         if objective == "latency":
-            eligible = [s for s in compressed if str(batch) in s.speedup
-                        and s.speedup[str(batch)].mean >= MIN_SPEEDUP * floor]  # fmt: skip
-            if moved and floor >= MIN_SPEEDUP:
-                eligible.append(moved)
-            ranked = sorted(eligible, key=lambda s: -s.speedup[str(batch)].mean)
+            floor = moved.speedup[key].mean if moved else 1.0
+            eligible = [s for s in compressed if credited_speedup(s, key, floor) is not None]
+            ranked = sorted([*eligible, *([moved] if moved else [])], key=lambda s: -s.speedup[key].mean)
         else:
             eligible = [s for s in compressed if s.compression_ratio > 1.0]
             ranked = sorted(eligible, key=lambda s: -s.compression_ratio)
         if not ranked:
-            why = f"keep the baseline: no compressed recipe stays within {max_accuracy_drop:g} points" + (
-                f" and runs at least {MIN_SPEEDUP:g}x faster at batch {batch} (smaller gains are timing noise)"
+            why = f"keep the baseline: no compressed recipe stays within {max_accuracy_drop:g} points in every seed" + (
+                f" and runs faster at batch {batch} by less or cheaper work, with the lower end of its 95% interval "
+                "above 1x (a model served dense does the baseline's work: any speed-up it shows is timing noise)"
                 if objective == "latency"
                 else ""
             )
@@ -71,19 +104,24 @@ def recommend(
 
 
 def _why(best: RecipeSummary, moved: RecipeSummary | None, objective: str, batch: int, budget: float) -> str:
+    key = str(batch)
     if objective != "latency":
         figure = f"{best.compression_ratio:.1f}x smaller than fp32 parameters"
     elif best.runtime_only:
-        return (f"runtime only: the model unchanged on {best.runtime} runs {best.speedup[str(batch)].mean:.2f}x faster "
-                f"at batch {batch} than on {best.baseline_runtime}, and no compression within {budget:g} points "
-                f"gains a further {MIN_SPEEDUP:g}x")  # fmt: skip
+        return (f"runtime only: the model unchanged on {best.runtime} runs {speed_words(best, key)} faster at batch "
+                f"{batch} than on {best.baseline_runtime}, and no compression within {budget:g} points gains more "
+                "beyond its interval")  # fmt: skip
     else:
-        speed = best.speedup[str(batch)].mean
-        figure = f"{speed:.2f}x faster at batch {batch}"
-        if moved is not None and moved.speedup[str(batch)].mean > 1.0:
-            figure += (f" ({speed / moved.speedup[str(batch)].mean:.2f}x over the uncompressed model on "
-                       f"{moved.runtime})")  # fmt: skip
-    return f"{figure}, accuracy drop {best.accuracy_drop_pt.mean:+.2f} pt (budget {budget:g})"
+        figure = f"{speed_words(best, key)} faster at batch {batch}"
+        notes = [", ".join(best.speed_mechanism)] if best.speed_mechanism else []
+        if moved is not None:
+            notes.append(f"{best.speedup[key].mean / moved.speedup[key].mean:.2f}x over the uncompressed model on "
+                         f"{moved.runtime}")  # fmt: skip
+        if notes:
+            figure += f" ({'; '.join(notes)})"
+    drop = best.accuracy_drop_pt
+    seeds = f", worst of {drop.n} seeds {drop.high:+.2f} pt" if drop.n > 1 else ""
+    return f"{figure}, accuracy drop {drop.mean:+.2f} pt{seeds} (budget {budget:g})"
 
 
 def feasible(trial: Any) -> bool:

@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from compressbench.store import Run
+from compressbench.store import Run, RunResult
 
 
 @dataclass
@@ -15,10 +15,12 @@ class Stat:
     mean: float
     spread: float  # sample standard deviation over seeds; 0 with one seed
     n: int
+    high: float  # the largest value over seeds: for an accuracy drop, the worst seed
 
     @classmethod
     def of(cls, values: list[float]) -> Stat:
-        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        return cls(statistics.fmean(values), spread, len(values), max(values))
 
 
 @dataclass
@@ -33,6 +35,10 @@ class RecipeSummary:
     accuracy_ci: tuple[float, float]  # of the first seed's run: the test-set uncertainty of one measurement
     accuracy_drop_pt: Stat
     latency_ms: dict[str, Stat]
+    # The baseline as timed in the same interleaved passes as the candidate (each run times its own).
+    baseline_latency_ms: dict[str, Stat]
+    # Mean is the ratio of the two mean latencies above (so a table row divides to its printed figure); spread is
+    # over the seeds' own ratios.
     speedup: dict[str, Stat]
     size_bytes: int
     stored_bytes: int
@@ -47,6 +53,12 @@ class RecipeSummary:
     fine_tune_steps: int | None = None  # optimiser steps of fine-tuning in all (first seed); None: none recorded
     # The test accuracy this baseline should reach (the shipped baseline of the same zoo model and data), when known.
     reference_accuracy: float | None = None
+    # Per batch size, the lowest lower end and the highest upper end of the seeds' 95% speed-up intervals; a batch
+    # size is missing when a run stored no interval (results written before intervals were measured).
+    speedup_ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # Less or cheaper work than the baseline that every seed's served model does (runner: measure.speed_mechanism);
+    # None for results stored before it was recorded.
+    speed_mechanism: list[str] | None = None
 
     @property
     def runtime_only(self) -> bool:
@@ -72,6 +84,8 @@ def summarise_runs(runs: list[Run]) -> list[RecipeSummary]:
         batches = list(first.speedup)
         flags = sorted({flag for r in results for flag in r.flags})
         controls = [r.control.accuracy for r in results if r.control]
+        latency = {b: Stat.of([r.candidate.latency_ms[b] for r in results]) for b in batches}
+        baseline_latency = {b: Stat.of([r.baseline.latency_ms[b] for r in results]) for b in batches}
         summaries.append(
             RecipeSummary(
                 dataset=dataset,
@@ -83,8 +97,11 @@ def summarise_runs(runs: list[Run]) -> list[RecipeSummary]:
                 baseline_accuracy=Stat.of([r.baseline.accuracy for r in results]),
                 accuracy_ci=(first.candidate.accuracy_ci[0], first.candidate.accuracy_ci[1]),
                 accuracy_drop_pt=Stat.of([r.accuracy_drop_pt for r in results]),
-                latency_ms={b: Stat.of([r.candidate.latency_ms[b] for r in results]) for b in batches},
-                speedup={b: Stat.of([r.speedup[b] for r in results]) for b in batches},
+                latency_ms=latency,
+                baseline_latency_ms=baseline_latency,
+                speedup={b: _ratio(baseline_latency[b], latency[b], [r.speedup[b] for r in results]) for b in batches},
+                speedup_ci=_envelope(results, batches),
+                speed_mechanism=_common_mechanism(results),
                 size_bytes=first.candidate.size_bytes,
                 stored_bytes=first.candidate.stored_bytes,
                 size_ratio=first.size_ratio,
@@ -100,6 +117,27 @@ def summarise_runs(runs: list[Run]) -> list[RecipeSummary]:
             )
         )
     return summaries
+
+
+def _ratio(baseline: Stat, candidate: Stat, per_seed: list[float]) -> Stat:
+    """A speed-up over seeds: the ratio of the mean latencies, with the spread of the seeds' own ratios."""
+    return Stat(baseline.mean / candidate.mean, Stat.of(per_seed).spread, len(per_seed), max(per_seed))
+
+
+def _envelope(results: list[RunResult], batches: list[str]) -> dict[str, tuple[float, float]]:
+    """Per batch size, the interval that spans every seed's speed-up interval (all seeds must have one)."""
+    return {
+        b: (min(r.speedup_ci[b][0] for r in results), max(r.speedup_ci[b][1] for r in results))
+        for b in batches
+        if all(b in r.speedup_ci for r in results)
+    }
+
+
+def _common_mechanism(results: list[RunResult]) -> list[str] | None:
+    """The speed mechanisms every seed's run found (a mechanism one seed lacks is not one the recipe has)."""
+    if any("speed_mechanism" not in r.model_fields_set for r in results):
+        return None
+    return [m for m in results[0].speed_mechanism if all(m in r.speed_mechanism for r in results[1:])]
 
 
 def _fine_tune_steps(records: list[dict[str, Any]]) -> int | None:

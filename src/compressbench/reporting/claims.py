@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from compressbench.ranking import RecipeSummary, by_model
+from compressbench.ranking import RecipeSummary, by_model, credited_speedup, speed_words
 
 MINIMAL_LOSS_PT = 1.0  # "minimal accuracy loss", in percentage points
 
@@ -29,14 +29,23 @@ class Verdict:
     claim: str
     dataset: str
     model: str
-    verdict: str  # "holds" | "does not hold" | "not measured" | "inconclusive (...)"
+    # "holds" | "does not hold" | "not measured" | "inconclusive (...)"; with seeds "holds (2 of 3 seeds)"
+    verdict: str
     why: str
     conditions: str = ""  # baseline accuracy against its reference, fine-tuning budget, seeds
 
 
 def _best_speedup(summary: RecipeSummary) -> tuple[str, float]:
-    batch, stat = max(summary.speedup.items(), key=lambda item: item[1].mean)
-    return batch, stat.mean
+    """The batch size where the recipe's credited speed-up is largest, and that speed-up: the recommendation's rule
+    (`credited_speedup`), so a model served dense, or a speed-up whose interval reaches 1x, counts as 1x."""
+    credited = {batch: credited_speedup(summary, batch) or 1.0 for batch in summary.speedup}
+    batch = max(credited, key=lambda b: (credited[b], summary.speedup[b].mean))
+    return batch, credited[batch]
+
+
+def _measured(summary: RecipeSummary, batch: str, speedup: float) -> str:
+    """What was measured, when the credited figure is not it."""
+    return "" if speedup != 1.0 else f" (measured {speed_words(summary, batch)})"
 
 
 def _single(group: list[RecipeSummary], family: str) -> list[RecipeSummary]:
@@ -52,8 +61,8 @@ def pruning(group: list[RecipeSummary]) -> tuple[str, str]:
     batch, speedup = _best_speedup(best)
     reduction = 1 - 1 / speedup
     figure = (
-        f"{best.recipe}: {reduction * 100:+.0f}% inference time saved at batch {batch}, "
-        f"drop {best.accuracy_drop_pt.mean:+.2f} pt"
+        f"{best.recipe}: {reduction * 100:+.0f}% inference time saved at batch {batch}"
+        f"{_measured(best, batch, speedup)}, drop {best.accuracy_drop_pt.mean:+.2f} pt"
     )
     holds = bool(good) and reduction >= 0.30
     return ("holds" if holds else "does not hold"), figure
@@ -67,7 +76,8 @@ def int8(group: list[RecipeSummary]) -> tuple[str, str]:
     best = max(good or runs, key=lambda s: _best_speedup(s)[1])
     batch, speedup = _best_speedup(best)
     figure = (
-        f"{best.recipe}: {(speedup - 1) * 100:+.0f}% faster at batch {batch}, drop {best.accuracy_drop_pt.mean:+.2f} pt"
+        f"{best.recipe}: {(speedup - 1) * 100:+.0f}% faster at batch {batch}{_measured(best, batch, speedup)}, "
+        f"drop {best.accuracy_drop_pt.mean:+.2f} pt"
     )
     return ("holds" if good and speedup > 1.40 else "does not hold"), figure
 
@@ -140,14 +150,15 @@ def hybrids_vs_parts(summaries: list[RecipeSummary]) -> list[HybridComparison]:
                                              f"within {MINIMAL_LOSS_PT:g} pt", "not measured"))  # fmt: skip
                 continue
             batch, speed = _best_speedup(hybrid)
-            fastest = max(parts, key=lambda s: s.speedup[batch].mean if batch in s.speedup else 0.0)
+            fastest = max(parts, key=lambda s: credited_speedup(s, batch) or 1.0)
             smallest = max(parts, key=lambda s: s.compression_ratio)
-            fast_ratio = speed / fastest.speedup[batch].mean
+            fast_ratio = speed / (credited_speedup(fastest, batch) or 1.0)
             size_ratio = hybrid.compression_ratio / smallest.compression_ratio
             within = hybrid.usable and hybrid.accuracy_drop_pt.mean <= MINIMAL_LOSS_PT
             figure = (
                 f"drop {hybrid.accuracy_drop_pt.mean:+.2f} pt vs {fastest.accuracy_drop_pt.mean:+.2f}; "
-                f"b{batch} {speed:.2f}x vs {fastest.recipe} {fastest.speedup[batch].mean:.2f}x ({fast_ratio:.2f}x); "
+                f"b{batch} {speed:.2f}x vs {fastest.recipe} {credited_speedup(fastest, batch) or 1.0:.2f}x "
+                f"({fast_ratio:.2f}x); "
                 f"size {hybrid.compression_ratio:.1f}x vs {smallest.recipe} {smallest.compression_ratio:.1f}x "
                 f"({size_ratio:.2f}x)"
             )
@@ -188,11 +199,12 @@ def judge_claims(
             held = [claim.judge(seeds[(dataset, model)])[0] == "holds" for seeds in seed_groups.values()
                     if (dataset, model) in seeds]  # fmt: skip
             if len(held) > 1 and verdict != "not measured":
-                verdict = "holds" if sum(held) > len(held) / 2 else "does not hold"
+                word = "holds" if sum(held) > len(held) / 2 else "does not hold"
+                verdict = f"{word} ({sum(held)} of {len(held)} seeds)"
                 why += f"; held in {sum(held)} of {len(held)} seeds"
             relevant = [s for s in group if s.families & FAMILY_OF_CLAIM.get(claim.key, s.families)]
             reason = _inconclusive(group, relevant)
-            if verdict == "does not hold" and reason:
+            if verdict.startswith("does not hold") and reason:
                 verdict = f"inconclusive ({reason})"
             verdicts.append(Verdict(claim.key, dataset, model, verdict, why, _conditions(group, relevant)))
     return verdicts

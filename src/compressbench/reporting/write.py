@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from compressbench.errors import CompressbenchError
-from compressbench.ranking import RecipeSummary, by_model, recommend, summarise_runs
+from compressbench.ranking import NO_MECHANISM, RecipeSummary, by_model, recommend, summarise_runs
 from compressbench.reporting.claims import CLAIMS, Verdict, hybrids_vs_parts, judge_claims
 from compressbench.reporting.sections import Cell, Section, Table, render_html, render_markdown
 from compressbench.results import size_words
@@ -50,8 +50,9 @@ def recipe_table(group: list[RecipeSummary]) -> Table:
         "runtime",
         "accuracy % (95% CI)",
         "Δ pt",
-        *[f"latency b{b} ms" for b in batches],
-        *[f"speed-up b{b}" for b in batches],
+        *[f"b{b} ms: baseline → this" for b in batches],
+        *[f"speed-up b{b} (95% CI)" for b in batches],
+        "speed mechanism",
         "file KiB",
         "file vs baseline",
         "stored KiB",
@@ -71,8 +72,9 @@ def recipe_table(group: list[RecipeSummary]) -> Table:
                 s.runtime,
                 accuracy,
                 f"{-s.accuracy_drop_pt.mean:+.2f}",
-                *[f"{s.latency_ms[b].mean:.3f}" for b in batches],
-                *[f"{s.speedup[b].mean:.2f}x" for b in batches],
+                *[f"{s.baseline_latency_ms[b].mean:.4g} → {s.latency_ms[b].mean:.4g}" for b in batches],
+                *[speed_cell(s, b) for b in batches],
+                mechanism_cell(s),
                 f"{s.size_bytes / 1024:.1f}",
                 size_words(s.size_ratio),
                 f"{s.stored_bytes / 1024:.1f}",
@@ -82,6 +84,21 @@ def recipe_table(group: list[RecipeSummary]) -> Table:
             ]
         )
     return header, rows
+
+
+def speed_cell(summary: RecipeSummary, batch: str) -> str:
+    """The speed-up (the ratio of the row's two latencies) and its interval: "2.87x [2.80, 2.93]"."""
+    figure = f"{summary.speedup[batch].mean:.2f}x"
+    if batch in summary.speedup_ci:
+        low, high = summary.speedup_ci[batch]
+        figure += f" [{low:.2f}, {high:.2f}]"
+    return figure
+
+
+def mechanism_cell(summary: RecipeSummary) -> str:
+    if summary.speed_mechanism is None:
+        return "not recorded"
+    return "; ".join(summary.speed_mechanism) or NO_MECHANISM
 
 
 TONES = {"holds": "good", "does not hold": "bad", "not measured": "none"}
@@ -106,7 +123,8 @@ def verdict_matrix(verdicts: list[Verdict], claim_text: dict[str, str]) -> Table
                 row.append(Cell("—", "none"))
                 continue
             word = v.verdict.split(" (")[0]
-            row.append(Cell(word, TONES.get(word, "unsure"), f"{v.verdict}: {v.why}. {v.conditions}"))
+            shown = v.verdict if v.verdict.endswith(" seeds)") else word  # "holds (2 of 3 seeds)"
+            row.append(Cell(shown, TONES.get(word, "unsure"), f"{v.verdict}: {v.why}. {v.conditions}"))
         rows.append(row)
     return ["claim", *[f"{dataset} / {model}" for dataset, model in columns]], rows
 
@@ -135,9 +153,17 @@ def overview_figure(summaries: list[RecipeSummary], max_accuracy_drop: float, ba
         chosen = [summary for _, summary in best.values()]
         if not chosen:
             continue
+        speed = [s.speedup[batch].mean for s in chosen]
+        low, high = zip(*(s.speedup_ci.get(batch, (x, x)) for s, x in zip(chosen, speed, strict=True)), strict=True)
         figure.add_trace(
             go.Scatter(
-                x=[s.speedup[batch].mean for s in chosen],
+                x=speed,
+                error_x={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [h - x for h, x in zip(high, speed, strict=True)],
+                    "arrayminus": [x - lo for x, lo in zip(speed, low, strict=True)],
+                },  # fmt: skip
                 y=[s.accuracy_drop_pt.mean for s in chosen],
                 mode="markers",
                 name=f"{dataset} / {model}",
@@ -340,7 +366,12 @@ def footer_lines(runs: list[Run]) -> list[str]:
         f"Runtime {where}; {latency['threads']} intra-op thread(s); batch sizes "
         f"{', '.join(map(str, latency['batch_sizes']))}; warm-up {latency['warmup_s']} s per session and batch; "
         f"{latency['blocks']} timed blocks of about {latency['block_s']} s per session, baseline and candidate "
-        "interleaved in one process; latency is the median time per call, speed-up the ratio of medians.",
+        "interleaved in one process; latency is the median time per call, speed-up the ratio of the candidate's "
+        "median to its own interleaved baseline's (the two latencies in its row), with a 95% interval from the "
+        "paired blocks (a t-interval on the per-block log ratios; with several seeds, the span of their intervals). "
+        "A speed-up is credited (recommendation, verdicts) only when the served model does less or cheaper work "
+        f"than the baseline and the lower end of its interval is above 1x; otherwise: {NO_MECHANISM}, or not "
+        "distinguishable from 1x.",
         "Accuracy: top-1 on the test split from the exported model as the runtime runs it, with a 95% Wilson "
         "interval; with several seeds, mean ± standard deviation over seeds.",
         "Size: bytes of the ONNX file (weights inside); stored = the smallest faithful form (zstd-19 of the file, "

@@ -23,8 +23,15 @@ from compressbench.hashing import config_hash
 from compressbench.imports import is_user_reference, reference_fingerprint
 from compressbench.machine_lock import timing_slot, training_slot
 from compressbench.measure.accuracy import collapse_flag
-from compressbench.measure.compare import MeasureSettings, measure_candidates, measured_runtimes, verified_export
+from compressbench.measure.compare import (
+    MeasureSettings,
+    measure_candidates,
+    measured_runtimes,
+    speed_mechanism,
+    verified_export,
+)
 from compressbench.measure.environment import environment
+from compressbench.measure.latency import speedup_interval
 from compressbench.models import (
     ModelConfig,
     build_model,
@@ -63,11 +70,21 @@ class JobConfig(BaseModel):
     model: ModelConfig
     recipe: dict[str, Any]  # canonical recipe (every default filled in)
     seed: int = Field(0, ge=0)
+    # The seed of the baseline and its train / val split when it is not `seed`: several seeds of the compression step
+    # (calibration samples, fine-tuning order, a student's initialisation) from one baseline. None: `seed`.
+    baseline_seed: int | None = Field(None, ge=0)
     training: TrainConfig
     measure: MeasureSettings = MeasureSettings()
 
+    @property
+    def data_seed(self) -> int:
+        """The seed the baseline was trained with and the data split by."""
+        return self.seed if self.baseline_seed is None else self.baseline_seed
+
     def identity(self) -> dict[str, Any]:
         identity = self.model_dump(mode="json")
+        if self.baseline_seed is None:  # runs stored before compression seeds existed keep their keys
+            del identity["baseline_seed"]
         if self.model.weights is not None:  # the weights' content, wherever the file lies
             identity["model"]["weights"] = f"sha256:{weights_fingerprint(self.model.weights)}"
         if is_onnx_model(self.model.name):
@@ -102,6 +119,7 @@ def make_job(
     recipe: Recipe | str | dict,
     *,
     seed: int = 0,
+    baseline_seed: int | None = None,
     training: TrainConfig | None = None,
     measure: MeasureSettings | None = None,
 ) -> JobConfig:
@@ -125,6 +143,7 @@ def make_job(
         model=model,
         recipe=recipe.canonical(),
         seed=seed,
+        baseline_seed=None if baseline_seed == seed else baseline_seed,
         training=training or default_train_config(model.name),
         measure=measure,
     )
@@ -176,6 +195,12 @@ def check_train_split(recipe: Recipe, data: DataBundle) -> None:
     )
 
 
+def job_data(job: JobConfig) -> DataBundle:
+    """The job's data: split as its baseline's was; with a compression seed of its own, calibration drawn by it."""
+    data = load_dataset(job.dataset, job.data_seed)
+    return data if job.seed == job.data_seed else data.recalibrated(job.seed)
+
+
 def trained_baseline(job: JobConfig, data: DataBundle, cache: Cache):
     """The job's trained baseline: the user's weights when given (never trained), else from the cache when any
     earlier job trained the same one, else trained here."""
@@ -183,23 +208,23 @@ def trained_baseline(job: JobConfig, data: DataBundle, cache: Cache):
         graph = load_onnx_model(job.model.name, data.spec)
         return graph, {"origin": "user ONNX model", "weights_sha256": weights_fingerprint(job.model.name)}
     if (source := model_source_of(job.model.name)) is not None and source.holds_weights and job.model.weights is None:
-        module = build_model(job.model, data.spec, seed=job.seed)
+        module = build_model(job.model, data.spec, seed=job.data_seed)
         return module, {"origin": source.description, "weights_sha256": source.fingerprint(job.model.name)}
     if job.model.weights is not None:
-        module = load_weights(build_model(job.model, data.spec, seed=job.seed), job.model.weights)
+        module = load_weights(build_model(job.model, data.spec, seed=job.data_seed), job.model.weights)
         meta = {"origin": "user weights", "weights": job.model.weights}
         return module, {**meta, "weights_sha256": weights_fingerprint(job.model.weights)}
     identity = {
         "dataset": job.dataset.model_dump(mode="json"),
         "model": job.model.model_dump(mode="json"),
         "training": job.training.model_dump(mode="json"),
-        "seed": job.seed,
+        "seed": job.data_seed,
         "fingerprints": job.identity().get("fingerprints", {}),
         **({"data_preparation": DATA_PREPARATION} if is_user_reference(job.dataset.name) else {}),
     }
 
     def fit(model) -> dict[str, Any]:
-        report = train(model, data, job.training, seed=job.seed, description=f"baseline {job.model.name}",
+        report = train(model, data, job.training, seed=job.data_seed, description=f"baseline {job.model.name}",
                        channels_last=is_zoo_model(model))  # fmt: skip
         return {
             "val_accuracy": report.val_accuracy,
@@ -208,7 +233,7 @@ def trained_baseline(job: JobConfig, data: DataBundle, cache: Cache):
             "train_seconds": report.seconds,
         }
 
-    return cache.model("baselines", identity, lambda: build_model(job.model, data.spec, seed=job.seed), fit)
+    return cache.model("baselines", identity, lambda: build_model(job.model, data.spec, seed=job.data_seed), fit)
 
 
 @dataclass
@@ -264,7 +289,7 @@ def compress_phase(job: JobConfig, cache: Cache, after_step: Callable[[int, Prep
     `after_step(number, prepared)` is called after each step; with it, no prefix is taken from the cache (every
     step runs here)."""
     started = time.perf_counter()
-    data = load_dataset(job.dataset, job.seed)
+    data = job_data(job)
     recipe = load_recipe(job.recipe)
     check_train_split(recipe, data)
     log(f"[dim]{job.recipe['name']}: the baseline ({job.model.name}) ...[/dim]")
@@ -305,11 +330,8 @@ def compress_phase(job: JobConfig, cache: Cache, after_step: Callable[[int, Prep
             continue
         log(f"[dim]{job.recipe['name']}: step {number}/{len(recipe.steps)}: {step.technique.name} "
             f"({time.perf_counter() - started:.0f} s in)[/dim]")  # fmt: skip
-        encoding = candidate.storage
         with training_slot(), captured(job.recipe["name"]):
             candidate = step.build().apply(candidate, context)
-        if candidate.artifact is not None and candidate.storage is encoding:
-            candidate.storage = None  # the new graph replaces the form an earlier step's encoding described
         if candidate.artifact is None and not graph_only:  # the last step too: a longer recipe may follow it
             save_prefix(cache.root, key_after(number), candidate, baseline, check_inputs)
         if after_step is not None:
@@ -321,7 +343,7 @@ def measure_phase(job: JobConfig, prepared: Prepared, chosen_artifacts: dict[str
     """Measure the prepared candidate (and its companions) beside the baseline: pure, it never trains. It holds the
     machine's timing slot throughout, so nothing of another worker runs on this machine meanwhile."""
     started = time.perf_counter()
-    data = load_dataset(job.dataset, job.seed)
+    data = job_data(job)
     candidate = prepared.candidate
     measured = {"baseline": starting_candidate(prepared.baseline, copy_module=False), "candidate": candidate,
                 **candidate.companions}  # fmt: skip
@@ -346,6 +368,8 @@ def summarise(
 ) -> RunResult:
     base, cand = metrics["baseline"], metrics["candidate"]
     speedup = {b: base.latency_ms[b] / cand.latency_ms[b] for b in base.latency_ms}
+    intervals = {b: speedup_interval(base.latency[b].get("block_ms", ()), cand.latency[b].get("block_ms", ()))
+                 for b in speedup if base.latency and cand.latency}  # fmt: skip
     flags = list(candidate.flags)
     # Below 0.95x is outside the run-to-run noise of interleaved medians here; between 0.95 and 1.0 is "no change".
     # The recipe "none" is the baseline itself: a different speed is the runtime's (auto), never a slower model.
@@ -366,6 +390,8 @@ def summarise(
         baseline=base,
         candidate=cand,
         speedup=speedup,
+        speedup_ci={b: list(interval) for b, interval in intervals.items() if interval},
+        speed_mechanism=speed_mechanism(base, cand),
         size_ratio=base.size_bytes / cand.size_bytes,
         compression_ratio=base.params * 4 / cand.stored_bytes,
         accuracy_drop_pt=(base.accuracy - cand.accuracy) * 100,

@@ -4,7 +4,7 @@ A new runtime is one module here that calls `register_runtime` (and `register_ar
 model format), plus its import below.
 """
 
-from compressbench.runtime import onnxruntime, openvino, torch_eager  # noqa: F401  (registers)
+from compressbench.runtime import onnxruntime, openvino, stored, torch_eager  # noqa: F401  (registers)
 from compressbench.runtime.base import (
     PRECISIONS,
     Runtime,

@@ -127,7 +127,6 @@ class ChannelPruning(Technique):
             )
         after = channel_counts(model, groups)
         candidate.module = model
-        candidate.storage = None  # an earlier step's encoding described the unpruned shapes
         candidate.records.append(
             {
                 "step": self.name,

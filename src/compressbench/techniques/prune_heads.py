@@ -175,7 +175,6 @@ class HeadPruning(Technique):
         report = fine_tune(model, context, config, what=f"{self.name} fine-tune")
         macs_after = count_macs(model, shape, context.data.spec.torch_dtype)
         candidate.module = model
-        candidate.storage = None  # an earlier step's encoding described the unpruned shapes
         candidate.records.append(
             {
                 "step": self.name,

@@ -125,7 +125,6 @@ class MagnitudePruning(Technique):
         skipped = skipped_layers(model, layers)
         all_weights = sum(m.weight.numel() for m in layers.values()) + sum(e["weights"] for e in skipped.values())
         candidate.module = model
-        candidate.storage = storage
         candidate.flags.append(UNEXPLOITED)
         if flag := coverage_flag(self.name, layers, skipped, config.sparsity):
             candidate.flags.append(flag)

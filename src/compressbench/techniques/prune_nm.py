@@ -88,7 +88,6 @@ class NMPruning(Technique):
         for name in chosen.keys() - fits.keys():
             skipped[name]["why"] = f"{chosen[name].weight.shape[1]} inputs, not a multiple of m={config.m}"
         candidate.module = model
-        candidate.storage = storage
         candidate.flags.append(NEEDS_HARDWARE)
         if flag := coverage_flag(self.name, fits, skipped, 1 - config.n / config.m):
             candidate.flags.append(flag)

@@ -17,8 +17,8 @@ from torch import nn
 
 from compressbench.errors import CompressbenchError
 from compressbench.modes import PRUNABLE_LAYERS, evaluating
+from compressbench.runtime.encoding import relative_index
 from compressbench.techniques.base import Context, TechniqueConfig
-from compressbench.techniques.sparse_index import relative_index
 from compressbench.training import TrainConfig, TrainHook, TrainReport, train
 
 # Relative-index widths tried for the sparse encoding; Deep Compression used 8 bits (conv) and 5 bits (fc).
@@ -157,8 +157,10 @@ class MaskHook(TrainHook):
 
 @torch.no_grad()
 def apply_masks(layers: dict[str, nn.Module], masks: dict[str, torch.Tensor]) -> None:
+    """Zero the pruned weights as +0.0 (multiplying by the mask would leave -0.0 for every negative one, whose sign
+    a lossless stored form has to keep: a fifth of a 90%-pruned layer's encoding)."""
     for name, mask in masks.items():
-        layers[name].weight.mul_(mask)
+        layers[name].weight.masked_fill_(~mask.bool(), 0.0)
 
 
 def sparsity(layers: dict[str, nn.Module]) -> float:
@@ -170,7 +172,7 @@ def sparsity(layers: dict[str, nn.Module]) -> float:
 def relative_index_encoding(
     weight: torch.Tensor, value_bytes: int = 4, widths: Iterable[int] = INDEX_BITS
 ) -> tuple[int, int, int]:
-    """Deep Compression's sparse format for one tensor (`sparse_index.relative_index`): non-zeros in flattened
+    """Deep Compression's sparse format for one tensor (`runtime.encoding.relative_index`): non-zeros in flattened
     order, each with its relative index in `bits` bits; a run of zeros too long for `bits` takes filler entries,
     each storing a zero value too. Returns (value bytes, index bytes, bits) at the width among `widths` that gives
     the fewest bytes."""

@@ -25,6 +25,7 @@ from torch import nn
 from compressbench.data import DataBundle, Split
 from compressbench.errors import CompressbenchError
 from compressbench.modes import CONV_LAYERS
+from compressbench.runtime.encoding import relative_index
 from compressbench.techniques.base import (
     Candidate,
     Context,
@@ -32,7 +33,6 @@ from compressbench.techniques.base import (
     TechniqueConfig,
     register_technique,
 )
-from compressbench.techniques.sparse_index import relative_index
 from compressbench.training import TrainHook, train
 
 CODEBOOK_VALUE_BYTES = 4  # float32 shared values
@@ -125,7 +125,7 @@ def tie(weight: torch.Tensor, labels: torch.Tensor, clusters: int) -> None:
 @dataclass(frozen=True)
 class LayerStreams:
     """A shared layer as it is stored: codebook (the non-zero shared values), one index per stored entry, and
-    (sparse layers only) the relative positions of `sparse_index.relative_index`. When those need filler entries,
+    (sparse layers only) the relative positions of `runtime.encoding.relative_index`. When those need filler entries,
     each filler holds a zero, coded as index 0, and the codebook's values take codes 1, 2, ...; otherwise there is
     one index per non-zero weight and the codebook's values take codes 0, 1, ...."""
 
@@ -261,7 +261,6 @@ class WeightSharing(Technique):
         streams = layer_streams(module, infos)
         for info, stream in zip(infos, streams, strict=True):
             info["shared_values"] = len(stream.codebook)
-        candidate.storage = fixed_width_storage(module, streams)
         candidate.flags.append(f"{self.name}: runtime is float (no table look-up kernel): a size-only technique")
         candidate.records.append(
             {
@@ -269,7 +268,7 @@ class WeightSharing(Technique):
                 "layers": infos,
                 "fine_tune": fine_tune,
                 "fine_tune_steps": fine_tune_steps,
-                "storage": dict(candidate.storage),
+                "storage": fixed_width_storage(module, streams),
             }
         )
         return candidate

@@ -36,6 +36,7 @@ from compressbench.runner.drive import Policy, drive
 from compressbench.runner.executors import ExecutorSettings, JobOutcome
 from compressbench.runner.job import check_train_split, make_job
 from compressbench.runtime import served_form
+from compressbench.runtime.stored import STORED_FORMS
 from compressbench.store import Store
 from compressbench.techniques import Need
 from compressbench.version import __version__
@@ -327,8 +328,11 @@ def _keep_artifact(outcome: JobOutcome, work: Path) -> None:
     artifact = served_form(outcome.artifacts["candidate"], result.runtime)
     folder = work / "artifacts" / job.key()
     folder.mkdir(parents=True, exist_ok=True)
-    files = kind_of(artifact).write(artifact, folder)
-    (folder / "artifact.json").write_text(json.dumps({"kind": kind_of(artifact).name, "files": files}))
+    described = {"kind": kind_of(artifact).name, "files": kind_of(artifact).write(artifact, folder)}
+    stored = result.candidate.stored_form
+    if stored and stored != described["kind"]:  # the stored form the size figure counts, for --objective size
+        described["stored"] = {"kind": stored, "files": artifact_kinds.get(stored).write(artifact, folder)}
+    (folder / "artifact.json").write_text(json.dumps(described))
 
 
 def _manifest(winner, by_recipe, choice, failed, *, settings, model_config, bundle_notes, seconds,
@@ -371,12 +375,16 @@ def _manifest(winner, by_recipe, choice, failed, *, settings, model_config, bund
         "baseline": _figures(baseline),
         "compressed": _figures(result.candidate),
         "speedup": result.speedup,
+        "speedup_ci": result.speedup_ci,
+        "speed_mechanism": result.speed_mechanism,
         "accuracy_drop_pt": result.accuracy_drop_pt,
         "size_ratio": result.size_ratio,
         "candidates": {
             name: {
                 "accuracy_drop_pt": run.result.accuracy_drop_pt,
                 "speedup": run.result.speedup,
+                "speedup_ci": run.result.speedup_ci,
+                "speed_mechanism": run.result.speed_mechanism,
                 "size_ratio": run.result.size_ratio,
                 "runtime": run.result.runtime,
                 "speedup_same_runtime": _same_runtime_speedup(run.result),
@@ -402,8 +410,8 @@ def _same_runtime_speedup(result) -> dict[str, float]:
 
 
 def _figures(metrics) -> dict[str, Any]:
-    keep = ("accuracy", "accuracy_ci", "test_samples", "latency_ms", "latency", "runtime", "size_bytes", "params",
-            "runtimes")  # fmt: skip
+    keep = ("accuracy", "accuracy_ci", "test_samples", "latency_ms", "latency", "runtime", "size_bytes", "zstd_bytes",
+            "encoded_bytes", "stored_bytes", "stored_form", "params", "runtimes")  # fmt: skip
     return {k: v for k, v in metrics.to_json().items() if k in keep}
 
 
@@ -413,17 +421,27 @@ def _finish(work: Path, out: Path, winner, manifest: dict[str, Any]) -> Path:
 
     source = work / "artifacts" / winner.key
     described = json.loads((source / "artifact.json").read_text())
+    # For size, the stored form the figure counts (with its way back: `compressbench decode`); else the served file.
+    if manifest["choice"]["objective"] == "size":
+        described = described.get("stored", described)
     staging = out.with_name(f".{out.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     for name in described["files"]:
         shutil.copy2(source / name, staging / name)
+    kind = artifact_kinds.get(described["kind"])
     manifest["artifact"] = {
         "kind": described["kind"],
+        "description": kind.description,
         "runtime": manifest["choice"]["runtime"],
         "files": {name: file_sha256(staging / name) for name in described["files"]},
-        "inputs": artifact_kinds.get(described["kind"]).describe(read_artifact(staging, described["kind"])),
+        "bytes": sum((staging / name).stat().st_size for name in described["files"]),
+        "inputs": kind.describe(read_artifact(staging, described["kind"])),
     }
+    if described["kind"] in STORED_FORMS:
+        manifest["artifact"]["load"] = (
+            f"compressbench decode {out} writes model.onnx ({STORED_FORMS[described['kind']]}); verify decodes it"
+        )
     (work / "study.json").write_text(
         json.dumps(
             {

@@ -114,6 +114,8 @@ def search(
         values = _values(result, objective, batch)
         trial.set_user_attr("accuracy_drop_pt", result.accuracy_drop_pt)
         trial.set_user_attr("speedup", result.speedup.get(str(batch)))
+        trial.set_user_attr("speedup_ci", result.speedup_ci.get(str(batch)))
+        trial.set_user_attr("speed_mechanism", result.speed_mechanism)
         trial.set_user_attr("size_ratio", result.compression_ratio)
         trial.set_user_attr("runtime", result.runtime)
         trial.set_constraint("accuracy_drop_over_budget", result.accuracy_drop_pt - max_accuracy_drop)

@@ -33,6 +33,14 @@ class StudySpec(BaseModel):
     models: list[ModelConfig] = Field(min_length=1)
     recipes: list[str | dict[str, Any]] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    model_seeds: dict[str, list[int]] = Field(
+        default_factory=dict, description="per model: run only these seeds (e.g. one for the costliest model)"
+    )
+    baseline_seed: int | None = Field(
+        None, ge=0, description="train every baseline (and split its data) with this seed, so that `seeds` vary the "
+        "compression step only (calibration samples, fine-tuning order, a student's initialisation); None: each seed "
+        "its own baseline",
+    )  # fmt: skip
     training: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per model: TrainConfig overrides")
     model_recipes: dict[str, list[str]] = Field(
         default_factory=dict, description="per model: run only these of the recipes (by name); others run all"
@@ -70,9 +78,10 @@ def plan(spec: StudySpec) -> tuple[list[JobConfig], list[str]]:
             raise CompressbenchError(f"study {spec.name}: model_recipes.{model}: not one of the models {models}")
         if unknown := [name for name in chosen if name not in names]:
             raise CompressbenchError(f"study {spec.name}: model_recipes.{model}: {unknown} not in the recipes {names}")
-    for model in spec.model_measure:
-        if model not in models:
-            raise CompressbenchError(f"study {spec.name}: model_measure.{model}: not one of the models {models}")
+    for field in ("model_measure", "model_seeds"):
+        for model in getattr(spec, field):
+            if model not in models:
+                raise CompressbenchError(f"study {spec.name}: {field}.{model}: not one of the models {models}")
     jobs, skipped = [], []
     for dataset in spec.datasets:
         data_spec = load_dataset(dataset).spec
@@ -84,8 +93,9 @@ def plan(spec: StudySpec) -> tuple[list[JobConfig], list[str]]:
             measure = _measure(spec, model.name)
             chosen = spec.model_recipes.get(model.name, names)
             for recipe in (r for r in recipes if r.name in chosen):
-                for seed in spec.seeds:
-                    jobs.append(make_job(dataset, model, recipe, seed=seed, training=training, measure=measure))
+                for seed in spec.model_seeds.get(model.name, spec.seeds):
+                    jobs.append(make_job(dataset, model, recipe, seed=seed, baseline_seed=spec.baseline_seed,
+                                         training=training, measure=measure))  # fmt: skip
     return jobs, skipped
 
 

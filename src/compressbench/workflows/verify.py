@@ -1,5 +1,6 @@
 """Check a folder `compress` handed back: the artifact's SHA-256 against its manifest, then its accuracy and latency
-measured here again, on the runtime and settings the manifest records."""
+measured here again, on the runtime and settings the manifest records; and decode a stored form (`model.cbw`,
+`model.onnx.zst`) back into the `model.onnx` a runtime loads."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from compressbench.measure.accuracy import measure_accuracy
 from compressbench.measure.environment import cpu_info
 from compressbench.measure.latency import LatencySettings, measure_latency_interleaved
 from compressbench.runtime import open_session
+from compressbench.runtime.stored import decode_stored
 from compressbench.weights import file_sha256
 
 
@@ -66,4 +68,16 @@ def verify(folder: Path | str, data: str | None = None, threads: int | None = No
     }
 
 
-__all__ = ["verify"]
+def decode(path: Path | str, out: Path | str | None = None) -> Path:
+    """Write the ONNX graph of a stored form (a `compress --objective size` folder, or a `.cbw` / `.onnx.zst` file)
+    to `out` (default: `model.onnx` beside it) and return that path. Every tensor comes back bit for bit."""
+    path = Path(path)
+    target = Path(out) if out is not None else (path if path.is_dir() else path.parent) / "model.onnx"
+    if target.exists():
+        raise CompressbenchError(f"{target}: already exists; give another --out (nothing is overwritten)")
+    graph = decode_stored(path)
+    target.write_bytes(graph.SerializeToString())
+    return target
+
+
+__all__ = ["decode", "verify"]
