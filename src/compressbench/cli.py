@@ -412,7 +412,8 @@ def side_by_side(result: cb.RunResult) -> Table:
             f"latency batch {batch}",
             f"{before:.4g} ms",
             f"{after:.4g} ms",
-            (f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower")
+            (f"{speedup:.2f}x" if round(speedup, 2) == 1 else f"{speedup:.2f}x faster" if speedup > 1
+             else f"{1 / speedup:.2f}x slower")  # fmt: skip
             + (f" [{low:.2f}, {high:.2f}]" if low is not None else ""),
         )
     table.add_row("speed mechanism", "", "", "; ".join(result.speed_mechanism) or cb.NO_MECHANISM)

@@ -76,13 +76,13 @@ def suggest_recipe(trial: Any, space: SearchSpace) -> dict[str, Any]:
         parts.append(f"distill w{width:g}")
     if "prune" in plan.split("+"):
         ratio = round(trial.suggest_float("prune_ratio", 0.2, 0.7, step=0.05), 2)
-        epochs = trial.suggest_int("fine_tune_epochs", 1, 6)
+        epochs = trial.suggest_int("fine_tune_epochs", 1, 10)
         ratios = trial.suggest_categorical("prune_ratios", ["uniform", "sensitivity"])
         steps.append({"technique": "prune.channels", "ratio": ratio, "ratios": ratios, "fine_tune_epochs": epochs})
         parts.append(f"prune {ratio:.2f} {ratios} ft{epochs}")
     if plan.endswith("deep-compression"):
         sparsity = round(trial.suggest_float("sparsity", 0.5, 0.97, step=0.01), 2)
-        epochs = trial.suggest_int("fine_tune_epochs", 1, 6)
+        epochs = trial.suggest_int("fine_tune_epochs", 1, 10)
         conv_bits, fc_bits = trial.suggest_int("conv_bits", 2, 8), trial.suggest_int("fc_bits", 2, 8)
         # At least 2,000 optimiser steps, as the deep-compression recipe: fewer left small-data models far down.
         steps.append({"technique": "prune.magnitude", "sparsity": sparsity, "schedule": "gradual",
