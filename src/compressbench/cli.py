@@ -389,6 +389,12 @@ def verify_(
         out.print(f"latency batch {b}: here {figures['here']:.3f} ms, manifest {shown}", highlight=False)
 
 
+def _speed_change(speedup: float) -> str:
+    if round(speedup, 2) == 1:
+        return f"{speedup:.2f}x"
+    return f"{speedup:.2f}x faster" if speedup > 1 else f"{1 / speedup:.2f}x slower"
+
+
 def side_by_side(result: cb.RunResult) -> Table:
     base, cand = result.baseline, result.candidate
     runtime = cand.runtime
@@ -412,9 +418,7 @@ def side_by_side(result: cb.RunResult) -> Table:
             f"latency batch {batch}",
             f"{before:.4g} ms",
             f"{after:.4g} ms",
-            (f"{speedup:.2f}x" if round(speedup, 2) == 1 else f"{speedup:.2f}x faster" if speedup > 1
-             else f"{1 / speedup:.2f}x slower")  # fmt: skip
-            + (f" [{low:.2f}, {high:.2f}]" if low is not None else ""),
+            _speed_change(speedup) + (f" [{low:.2f}, {high:.2f}]" if low is not None else ""),
         )
     table.add_row("speed mechanism", "", "", "; ".join(result.speed_mechanism) or cb.NO_MECHANISM)
     table.add_row("file size", _bytes(base.size_bytes), _bytes(cand.size_bytes), result.size_change)
