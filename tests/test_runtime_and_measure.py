@@ -148,7 +148,7 @@ def test_collapse_is_judged_against_the_most_common_class_not_against_chance():
     assert collapse_flag(0.15, ten_classes) is None and collapse_flag(0.11, ten_classes) is not None
 
 
-def test_a_speedup_interval_is_a_t_interval_on_the_paired_blocks_log_ratios():
+def test_a_speedup_interval_spreads_the_paired_blocks_log_ratios_around_the_measured_ratio():
     from compressbench.measure.latency import speedup_interval
 
     baseline, candidate = [2.0, 2.2, 1.8, 2.0], [1.0, 1.0, 1.0, 1.0]
@@ -156,12 +156,15 @@ def test_a_speedup_interval_is_a_t_interval_on_the_paired_blocks_log_ratios():
     mean = sum(logs) / 4
     sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / 3)
     half = 3.182446305284263 * sd / 2  # t(0.975, 3 degrees of freedom) x standard error (sd / sqrt(4))
-    low, high = speedup_interval(baseline, candidate)
-    assert (low, high) == (pytest.approx(math.exp(mean - half)), pytest.approx(math.exp(mean + half)))
-    assert low < 2.0 < high
-    assert speedup_interval([2.0], [1.0]) is None  # one pair: no spread to estimate
+    low, high = speedup_interval(2.0, baseline, candidate)
+    assert (low, high) == (pytest.approx(2.0 * math.exp(-half)), pytest.approx(2.0 * math.exp(half)))
+    assert high / 2.0 == pytest.approx(2.0 / low)  # symmetric on the log scale around the measured ratio
+    # One slow baseline block pulls the blocks' mean log ratio up, not the ratio of medians the interval surrounds.
+    low, high = speedup_interval(1.3, [1.3, 1.3, 1.3, 1.3, 6.0], [1.0] * 5)
+    assert low < 1.3 < high
+    assert speedup_interval(2.0, [2.0], [1.0]) is None  # one pair: no spread to estimate
     with pytest.raises(ValueError, match="3 baseline blocks vs 2"):
-        speedup_interval([1.0, 1.0, 1.0], [1.0, 1.0])
+        speedup_interval(1.0, [1.0, 1.0, 1.0], [1.0, 1.0])
 
 
 def test_a_pruned_model_served_dense_has_no_speed_mechanism_and_a_narrower_one_has_fewer_macs():

@@ -90,13 +90,16 @@ def _interleaved(
 
 
 def speedup_interval(
-    baseline_blocks: Sequence[float], candidate_blocks: Sequence[float], confidence: float = 0.95
+    speedup: float, baseline_blocks: Sequence[float], candidate_blocks: Sequence[float], confidence: float = 0.95
 ) -> tuple[float, float] | None:
-    """A `confidence` interval on the speed-up (baseline time / candidate time) from paired block medians.
+    """A `confidence` interval around a measured `speedup` (the ratio of the two medians over all calls) from the
+    paired block medians of the same pass.
 
-    Block i of both ran in the same round, so each pair shares the machine's state of that moment: the interval is a
-    t-interval on the mean of the per-block log ratios, exponentiated (a ratio is symmetric on the log scale). None
-    with fewer than two pairs, where no spread can be estimated.
+    Block i of both ran in the same round, so each pair shares the machine's state of that moment, and the spread of
+    the per-block log ratios is the ratio's uncertainty: the interval is speedup x exp(± t x sd / sqrt(n)), a
+    t-interval on the log scale (where a ratio is symmetric). It is put around the ratio of medians, not around the
+    blocks' mean log ratio, which one slow block can pull past the median's estimate (a robust point, an interval
+    that contains it). None with fewer than two pairs, where no spread can be estimated.
     """
     if len(baseline_blocks) != len(candidate_blocks):
         raise ValueError(f"{len(baseline_blocks)} baseline blocks vs {len(candidate_blocks)} candidate blocks")
@@ -106,7 +109,7 @@ def speedup_interval(
 
     logs = np.log(np.asarray(baseline_blocks, dtype=float) / np.asarray(candidate_blocks, dtype=float))
     half = float(stats.t.ppf(0.5 + confidence / 2, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs)))
-    return float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half))
+    return float(speedup * np.exp(-half)), float(speedup * np.exp(half))
 
 
 def _warm_up(session: Session, x: np.ndarray, seconds: float) -> float:

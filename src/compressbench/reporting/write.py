@@ -368,7 +368,8 @@ def footer_lines(runs: list[Run]) -> list[str]:
         f"{latency['blocks']} timed blocks of about {latency['block_s']} s per session, baseline and candidate "
         "interleaved in one process; latency is the median time per call, speed-up the ratio of the candidate's "
         "median to its own interleaved baseline's (the two latencies in its row), with a 95% interval from the "
-        "paired blocks (a t-interval on the per-block log ratios; with several seeds, the span of their intervals). "
+        "paired blocks (ratio x exp(± t x sd / sqrt(n)) of the per-block log ratios; with several seeds, the span of "
+        "their intervals). "
         "A speed-up is credited (recommendation, verdicts) only when the served model does less or cheaper work "
         f"than the baseline and the lower end of its interval is above 1x; otherwise: {NO_MECHANISM}, or not "
         "distinguishable from 1x.",

@@ -368,8 +368,8 @@ def summarise(
 ) -> RunResult:
     base, cand = metrics["baseline"], metrics["candidate"]
     speedup = {b: base.latency_ms[b] / cand.latency_ms[b] for b in base.latency_ms}
-    intervals = {b: speedup_interval(base.latency[b].get("block_ms", ()), cand.latency[b].get("block_ms", ()))
-                 for b in speedup if base.latency and cand.latency}  # fmt: skip
+    intervals = {b: speedup_interval(s, base.latency[b].get("block_ms", ()), cand.latency[b].get("block_ms", ()))
+                 for b, s in speedup.items() if base.latency and cand.latency}  # fmt: skip
     flags = list(candidate.flags)
     # Below 0.95x is outside the run-to-run noise of interleaved medians here; between 0.95 and 1.0 is "no change".
     # The recipe "none" is the baseline itself: a different speed is the runtime's (auto), never a slower model.
