@@ -316,3 +316,20 @@ def test_a_huffman_stream_cut_short_is_refused():
     payload, words = huffman_encode(symbols)
     with pytest.raises(ValueError, match="fewer than its 1000 symbols"):
         huffman_decode(payload[: len(payload) // 2], words, len(symbols))
+
+
+def test_both_stored_forms_decode_to_the_graph_from_a_folder_or_a_file(tmp_path):
+    from compressbench.runtime.stored import ENCODED_KIND, ZSTD_KIND, decode_stored, stored_forms
+
+    model = mlp(pruned_shared((64, 32)), pruned_shared((10, 64)))
+    forms = stored_forms(model)
+    assert {form.kind for form in forms} == {ENCODED_KIND, ZSTD_KIND} and forms[0].size <= forms[1].size
+    assert all(sum(form.parts.values()) == form.size for form in forms)
+    for form in forms:
+        folder = tmp_path / form.kind
+        folder.mkdir()
+        (folder / form.file).write_bytes(form.payload)
+        for where in (folder, folder / form.file):
+            assert decode_stored(where).SerializeToString() == model.SerializeToString()
+    with pytest.raises(CompressbenchError, match="holds neither model.cbw nor model.onnx.zst"):
+        decode_stored(tmp_path)
