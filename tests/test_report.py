@@ -40,7 +40,7 @@ BASELINE = {
 
 def put(
     store, recipe, steps, accuracy, speedup, size_ratio, seed=0, flags=(), model="mlp", control=None, recorded=None,
-    runtime="onnxruntime",
+    runtime="onnxruntime", stored_form=None,
 ):  # fmt: skip
     """Store one hand-written run; `recorded` adds result fields (baseline_training, the steps' records); `runtime`
     is the candidate's (the baseline is on ONNX Runtime)."""
@@ -52,6 +52,7 @@ def put(
         "latency_ms": {b: ms / speedup[b] for b, ms in BASELINE["latency_ms"].items()},
         "size_bytes": int(1000 / size_ratio),
         "stored_bytes": int(900 / size_ratio),
+        **({"stored_form": stored_form} if stored_form else {}),
     }
     result = {
         "dataset": "digits",
@@ -401,7 +402,8 @@ def test_every_printed_speedup_is_the_ratio_of_the_latencies_in_its_row(tmp_path
         put(store, "none", [], 0.90, {"1": 1.0, "256": 1.0}, 1.0, seed=seed)
         put(store, "prune.channels", ["prune.channels"], 0.897, {"1": speed, "256": speed}, 2.0, seed=seed,
             recorded={**measured(["2.00x fewer MACs"], (speed * 0.97, speed * 1.03)),
-                      "baseline": {**BASELINE, "latency_ms": {"1": base_ms / 10, "256": base_ms}}})  # fmt: skip
+                      "baseline": {**BASELINE, "latency_ms": {"1": base_ms / 10, "256": base_ms}}},
+            stored_form="onnx-encoded")  # fmt: skip
     # Each seed's candidate is timed against its own baseline (10, 11 and 9 ms): the row shows their means.
     (table,) = [t for s in report_sections(store, {}) if s.title == "digits / mlp" for t in s.tables]
     header, rows = table
@@ -411,6 +413,7 @@ def test_every_printed_speedup_is_the_ratio_of_the_latencies_in_its_row(tmp_path
     assert printed == pytest.approx(baseline_ms / candidate_ms, abs=0.006)
     assert row["speed-up b256 (95% CI)"].endswith("[1.94, 2.47]")  # the span of the three seeds' intervals
     assert row["speed mechanism"] == "2.00x fewer MACs"
+    assert row["stored KiB (form)"] == "0.4 (model.cbw)"  # 900 / 2 bytes, stored in compressbench's encoding
 
 
 def test_the_overview_chart_draws_each_speedup_with_its_interval(tmp_path):

@@ -59,6 +59,7 @@ class RecipeSummary:
     # Less or cheaper work than the baseline that every seed's served model does (runner: measure.speed_mechanism);
     # None for results stored before it was recorded.
     speed_mechanism: list[str] | None = None
+    stored_form: str | None = None  # what `stored_bytes` is: an artifact kind ("onnx-encoded", "onnx-zstd", ...)
 
     @property
     def runtime_only(self) -> bool:
@@ -102,6 +103,7 @@ def summarise_runs(runs: list[Run]) -> list[RecipeSummary]:
                 speedup={b: _ratio(baseline_latency[b], latency[b], [r.speedup[b] for r in results]) for b in batches},
                 speedup_ci=_envelope(results, batches),
                 speed_mechanism=_common_mechanism(results),
+                stored_form=first.candidate.stored_form,
                 size_bytes=first.candidate.size_bytes,
                 stored_bytes=first.candidate.stored_bytes,
                 size_ratio=first.size_ratio,
