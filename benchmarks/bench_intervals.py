@@ -28,6 +28,9 @@ SETTINGS = {
     "6 x 0.1 s (the default study's)": cb.LatencySettings(warmup_s=0.3, blocks=6, block_s=0.1),
     "12 x 0.1 s": cb.LatencySettings(warmup_s=0.3, blocks=12, block_s=0.1),
     "15 x 0.2 s (the package default)": cb.LatencySettings(),
+    "8 x 0.1 s, then up to 32 until ±5%": cb.LatencySettings(
+        warmup_s=0.3, blocks=8, block_s=0.1, target_half_width=0.05
+    ),
 }
 RESULTS = Path(__file__).parent / "results" / "intervals.json"
 
@@ -41,9 +44,17 @@ def half_width(interval: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=[model for _, model, _ in CASES], help="zoo models to measure")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        type=int,
+        default=list(range(len(SETTINGS))),
+        help="which settings, by position (0-based); the others' stored records are kept",
+    )
     args = parser.parse_args()
-    records = []
-    for label, latency in SETTINGS.items():
+    chosen = [label for number, label in enumerate(SETTINGS) if number in args.settings]
+    records = [r for r in json.loads(RESULTS.read_text()) if r["settings"] not in chosen] if RESULTS.is_file() else []
+    for label, latency in ((label, SETTINGS[label]) for label in chosen):
         for dataset, model, recipe in (case for case in CASES if case[1] in args.models):
             started = time.perf_counter()
             result = cb.compress(dataset, model, recipe, measure=cb.MeasureSettings(latency=latency))
@@ -53,13 +64,15 @@ def main() -> None:
                 "speedup": result.speedup,
                 "speedup_ci": result.speedup_ci,
                 "half_width_pct": {b: round(100 * half_width(ci), 2) for b, ci in result.speedup_ci.items()},
+                "blocks": {b: result.candidate.latency[b]["blocks"] for b in result.speedup},
                 "measure_seconds": round(result.phase_seconds["measure"], 1),
                 "wall_seconds": round(time.perf_counter() - started, 1),
                 "mechanism": result.speed_mechanism,
                 "cpu": result.environment["cpu"],
             }
             records.append(record)
-            widths = ", ".join(f"b{b} {result.speedup[b]:.2f}x ±{w:.1f}%" for b, w in record["half_width_pct"].items())
+            widths = ", ".join(f"b{b} {result.speedup[b]:.2f}x ±{w:.1f}% ({record['blocks'][b]} blocks)"
+                               for b, w in record["half_width_pct"].items())  # fmt: skip
             print(f"{label:34s} {record['case']:42s} {widths}; measuring {record['measure_seconds']} s", flush=True)
     RESULTS.write_text(json.dumps(records, indent=1) + "\n")
     print(f"saved {RESULTS}")

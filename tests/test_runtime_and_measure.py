@@ -196,3 +196,34 @@ def test_a_pruned_model_served_dense_has_no_speed_mechanism_and_a_narrower_one_h
     assert speed_mechanism(metrics(baseline), metrics(pruned, runtime="openvino")) == ["served on openvino"]
     deeper = nn.Sequential(baseline, nn.Identity(), nn.ReLU())  # one more node, same MACs and precision
     assert speed_mechanism(metrics(baseline), metrics(deeper)) == ["a different graph (Relu)"]
+
+
+def test_with_a_target_width_timing_adds_blocks_until_the_interval_is_that_narrow(monkeypatch):
+    from compressbench.measure import latency
+
+    class Scripted:
+        """A session whose blocks take the given seconds per call, in turn."""
+
+        def __init__(self, *per_call: float) -> None:
+            self.per_call, self.blocks = per_call, 0
+
+    def timed(session, x, calls):
+        session.blocks += 1
+        return [session.per_call[(session.blocks - 1) % len(session.per_call)]] * calls
+
+    monkeypatch.setattr(latency, "_warm_up", lambda session, x, seconds: 1e-3)
+    monkeypatch.setattr(latency, "_timed_calls", timed)
+    inputs = np.zeros((4, 2), dtype=np.float32)
+
+    def blocks_timed(candidate: Scripted, target: float | None) -> int:
+        settings = LatencySettings(blocks=3, block_s=0.002, batch_sizes=(1,), target_half_width=target)
+        baseline_stats, candidate_stats = latency._interleaved([Scripted(2e-3), candidate], inputs, settings)
+        assert baseline_stats[1].blocks == candidate_stats[1].blocks == len(candidate_stats[1].block_ms)
+        return candidate_stats[1].blocks
+
+    assert blocks_timed(Scripted(1e-3), 0.05) == 3  # a steady 2x: within ±5% after the minimum
+    assert blocks_timed(Scripted(0.8e-3, 1.25e-3), 0.05) == 12  # never that narrow: 4 x the minimum, then stop
+    assert blocks_timed(Scripted(0.8e-3, 1.25e-3), None) == 3  # no target: the minimum only
+    # Noisy at first, then steady: it stops as soon as the interval is narrow enough, between the two limits.
+    settling = Scripted(*[0.9e-3, 1.1e-3] + [1e-3] * 40)
+    assert 3 < blocks_timed(settling, 0.05) < 12

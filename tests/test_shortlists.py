@@ -45,7 +45,8 @@ ADDED_SINCE = {"distill.kd-3-layers", "quant.dynamic-per-channel"}
 # sha256 of the sorted keys of the study's planned jobs, joined by newlines, computed on the study files and code as
 # they were before the table existed (each recipe inline): `plan(load_study(...))`, `job.key()`.
 KEYS_BEFORE = {
-    "default": (72, "7a46e7b7bf3dd362eb1c96c1d2902d9e4be98c0fa4e291a27f9a6e913e463992"),
+    # Since issue 27 (deep-compression at 92% / 4-bit fc, 12-block timing): the table's names still plan these keys.
+    "default": (72, "aeb3cfda9ddfb6add140de868a331d36004de189db59dc1dec0c13f04e6be988"),
     "text": (18, "10e2d8ea6faff20de429627a91f29aaff006ccf8620a475ce7e53ad88d7c032d"),
 }
 # SearchSpace.fixed() as it was written out by hand before it read the table, for the size objective's plans with
@@ -77,10 +78,10 @@ FIXED_BEFORE = {
     },
     "deep-compression": {
         "plan": "deep-compression",
-        "sparsity": 0.9,
-        "fine_tune_epochs": 4,
+        "sparsity": 0.92,  # issue 27: the recipe reaches the paper's 40x (was 0.9, 4 epochs, 5-bit fc)
+        "fine_tune_epochs": 8,
         "conv_bits": 8,
-        "fc_bits": 5,
+        "fc_bits": 4,
     },
 }
 # What a zoo-like CNN / MLP factory taking width= offers, train split aside.

@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from compressbench.machine_lock import timing_slot
 from compressbench.runtime import Session
 
+# With a target width, timing stops at this many times the minimum number of blocks whatever the width reached.
+ADAPTIVE_LIMIT = 4
+
 
 class LatencySettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -27,6 +30,10 @@ class LatencySettings(BaseModel):
     blocks: int = Field(15, ge=1, description="timed blocks per session, interleaved between sessions")
     block_s: float = Field(0.2, gt=0, description="target duration of one timed block")
     threads: int = Field(1, ge=1, description="intra-op threads of every session")
+    target_half_width: float | None = Field(
+        None, gt=0, lt=1, description="after `blocks`, keep timing rounds of blocks (up to 4 x `blocks`) until every "
+        "session's 95% speed-up interval against the first session is within ± this (0.05: ±5%); None: `blocks` only",
+    )  # fmt: skip
 
     def with_batch(self, batch: int) -> LatencySettings:
         """These settings, also timing `batch` (the batch size that matters)."""
@@ -71,9 +78,12 @@ def _interleaved(
             per_call = _warm_up(session, x, settings.warmup_s)
             calls_per_block.append(max(1, int(settings.block_s / max(per_call, 1e-7))))
         blocks: list[list[list[float]]] = [[] for _ in sessions]
-        for _ in range(settings.blocks):
+        limit = settings.blocks if settings.target_half_width is None else ADAPTIVE_LIMIT * settings.blocks
+        while len(blocks[0]) < limit:
             for i, session in enumerate(sessions):
                 blocks[i].append(_timed_calls(session, x, calls_per_block[i]))
+            if len(blocks[0]) >= settings.blocks and _precise_enough(blocks, settings.target_half_width):
+                break
         for i, timed in enumerate(blocks):
             ms = np.concatenate(timed) * 1e3
             results[i][batch] = LatencyStats(
@@ -82,11 +92,30 @@ def _interleaved(
                 float(np.percentile(ms, 10)),
                 float(np.percentile(ms, 90)),
                 len(ms),
-                settings.blocks,
+                len(timed),
                 settings.threads,
                 tuple(float(np.median(block) * 1e3) for block in timed),
             )
     return results
+
+
+def _precise_enough(blocks: list[list[list[float]]], target: float | None) -> bool:
+    """Whether every session's speed-up against the first (the baseline) is already within ±`target` (95%)."""
+    if target is None:
+        return True
+    medians = [[float(np.median(block)) for block in timed] for timed in blocks]
+    return all(log_half_width(medians[0], other) <= np.log1p(target) for other in medians[1:])
+
+
+def log_half_width(
+    baseline_blocks: Sequence[float], candidate_blocks: Sequence[float], confidence: float = 0.95
+) -> float:
+    """Half the width of the speed-up's `confidence` interval on the log scale: t(n-1) x sd / sqrt(n) of the paired
+    blocks' log ratios."""
+    from scipy import stats  # a second of import time, paid only where an interval is computed
+
+    logs = np.log(np.asarray(baseline_blocks, dtype=float) / np.asarray(candidate_blocks, dtype=float))
+    return float(stats.t.ppf(0.5 + confidence / 2, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs)))
 
 
 def speedup_interval(
@@ -105,10 +134,7 @@ def speedup_interval(
         raise ValueError(f"{len(baseline_blocks)} baseline blocks vs {len(candidate_blocks)} candidate blocks")
     if len(baseline_blocks) < 2:
         return None
-    from scipy import stats  # a second of import time, paid only where an interval is computed
-
-    logs = np.log(np.asarray(baseline_blocks, dtype=float) / np.asarray(candidate_blocks, dtype=float))
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs)))
+    half = log_half_width(baseline_blocks, candidate_blocks, confidence)
     return float(speedup * np.exp(-half)), float(speedup * np.exp(half))
 
 

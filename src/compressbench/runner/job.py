@@ -85,6 +85,8 @@ class JobConfig(BaseModel):
         identity = self.model_dump(mode="json")
         if self.baseline_seed is None:  # runs stored before compression seeds existed keep their keys
             del identity["baseline_seed"]
+        if self.measure.latency.target_half_width is None:  # as those stored before adaptive timing existed
+            del identity["measure"]["latency"]["target_half_width"]
         if self.model.weights is not None:  # the weights' content, wherever the file lies
             identity["model"]["weights"] = f"sha256:{weights_fingerprint(self.model.weights)}"
         if is_onnx_model(self.model.name):

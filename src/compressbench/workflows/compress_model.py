@@ -325,13 +325,14 @@ def _keep_artifact(outcome: JobOutcome, work: Path) -> None:
         if job.recipe["name"] == BASELINE:
             raise outcome.exception or CompressbenchError(f"your model could not be measured: {outcome.error}")
         return
-    artifact = served_form(outcome.artifacts["candidate"], result.runtime)
+    measured = outcome.artifacts["candidate"]  # an ONNX graph stays one until it is handed back (OpenVINO: its IR)
+    artifact = served_form(measured, result.runtime)
     folder = work / "artifacts" / job.key()
     folder.mkdir(parents=True, exist_ok=True)
     described = {"kind": kind_of(artifact).name, "files": kind_of(artifact).write(artifact, folder)}
     stored = result.candidate.stored_form
-    if stored and stored != described["kind"]:  # the stored form the size figure counts, for --objective size
-        described["stored"] = {"kind": stored, "files": artifact_kinds.get(stored).write(artifact, folder)}
+    if stored in STORED_FORMS:  # the stored form of the graph the size figure counts, for --objective size
+        described["stored"] = {"kind": stored, "files": artifact_kinds.get(stored).write(measured, folder)}
     (folder / "artifact.json").write_text(json.dumps(described))
 
 
