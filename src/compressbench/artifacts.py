@@ -42,6 +42,9 @@ class ArtifactKind:
     # For a kind that does not pickle (an OpenVINO model): to and from a picklable form, to travel between processes.
     pack: Callable[[Any], Any] | None = None
     unpack: Callable[[Any], Any] | None = None
+    # The operation types the runtime executes (one entry per operation), so that two artifacts can be told to do
+    # the same work whatever their weights hold; None where a kind's operations cannot be listed.
+    ops: Callable[[Any], list[str]] | None = None
 
 
 artifact_kinds: Registry[ArtifactKind] = Registry("artifact kind")
@@ -171,6 +174,7 @@ register_artifact_kind(
         describe=lambda _: {"inputs": "the torch module's forward(x), as the loader returns x", "outputs": "logits"},
         cut=_cut_module,
         reaches=(ONNX,),
+        ops=lambda module: [type(layer).__name__ for layer in module.modules() if not any(layer.children())],
     )
 )
 register_artifact_kind(
@@ -183,6 +187,7 @@ register_artifact_kind(
         load=lambda folder: onnx.load(folder / "model.onnx"),
         describe=_describe_onnx,
         cut=_cut_onnx,
+        ops=lambda proto: [node.op_type for node in proto.graph.node],
     )
 )
 

@@ -111,11 +111,11 @@ def stored_figures(artifact: Any, payload: bytes) -> dict[str, Any]:
         compressed = zstd_size(payload)
         return {"zstd_bytes": compressed, "stored_bytes": len(payload), "stored_form": kind_of(artifact).name,
                 "storage": {"file": len(payload)}}  # fmt: skip
-    forms = {form.kind: form for form in stored_forms(artifact, payload)}
-    smallest = min(forms.values(), key=lambda form: form.size)
+    forms = stored_forms(artifact, payload)  # smallest first
+    smallest, size_of = forms[0], {form.kind: form.size for form in forms}
     return {
-        "zstd_bytes": forms[ZSTD_KIND].size,
-        "encoded_bytes": forms[ENCODED_KIND].size,
+        "zstd_bytes": size_of[ZSTD_KIND],
+        "encoded_bytes": size_of[ENCODED_KIND],
         "stored_bytes": smallest.size,
         "stored_form": smallest.kind,
         "storage": smallest.parts,
@@ -123,19 +123,11 @@ def stored_figures(artifact: Any, payload: bytes) -> dict[str, Any]:
 
 
 def served_ops(artifact: Any) -> dict[str, int] | None:
-    """What the runtime executes, as a count of operation types: the nodes of an ONNX graph or an OpenVINO model, the
-    leaf layers of a torch module; None for a kind whose operations cannot be listed. Two artifacts with the same
-    counts, MACs, precision and runtime do the same work whatever their weights hold (a pruned weight served dense
-    still multiplies its zeros)."""
-    if isinstance(artifact, onnx.ModelProto):
-        types = [node.op_type for node in artifact.graph.node]
-    elif isinstance(artifact, nn.Module):
-        types = [type(layer).__name__ for layer in artifact.modules() if not any(layer.children())]
-    elif hasattr(artifact, "get_ops"):  # an OpenVINO model
-        types = [op.get_type_name() for op in artifact.get_ops()]
-    else:
-        return None
-    return dict(sorted(Counter(types).items()))
+    """What the runtime executes, as a count of operation types (the artifact kind's `ops`); None for a kind whose
+    operations cannot be listed. Two artifacts with the same counts, MACs, precision and runtime do the same work
+    whatever their weights hold (a pruned weight served dense still multiplies its zeros)."""
+    ops = kind_of(artifact).ops
+    return None if ops is None else dict(sorted(Counter(ops(artifact)).items()))
 
 
 def speed_mechanism(baseline: Metrics, candidate: Metrics) -> list[str]:

@@ -208,6 +208,7 @@ register_artifact_kind(
         cut=_cut_ir,
         pack=ir_parts,
         unpack=from_ir_parts,
+        ops=lambda model: [op.get_type_name() for op in model.get_ops()],
     )
 )
 register_runtime(

@@ -41,10 +41,6 @@ class StoredForm:
     def size(self) -> int:
         return len(self.payload)
 
-    @property
-    def description(self) -> str:
-        return STORED_FORMS[self.kind]
-
 
 STORED_FORMS = {
     ZSTD_KIND: f"zstd-{ZSTD_LEVEL} of model.onnx ({ZSTD_NAME}; `zstd -d` or `compressbench decode` gives model.onnx)",
@@ -57,15 +53,22 @@ def zstd_compressed(payload: bytes) -> bytes:
     return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(payload)
 
 
+def zstd_form(proto: onnx.ModelProto, serialised: bytes | None = None) -> StoredForm:
+    compressed = zstd_compressed(serialised if serialised is not None else proto.SerializeToString())
+    return StoredForm(ZSTD_KIND, ZSTD_NAME, compressed, {"zstd(model.onnx)": len(compressed)})
+
+
+def encoded_form(proto: onnx.ModelProto, serialised: bytes | None = None) -> StoredForm:
+    encoded = encode_graph(proto)
+    return StoredForm(ENCODED_KIND, ENCODED_NAME, encoded.payload, encoded.parts)
+
+
+FORM_OF = {ZSTD_KIND: zstd_form, ENCODED_KIND: encoded_form}
+
+
 def stored_forms(proto: onnx.ModelProto, serialised: bytes | None = None) -> list[StoredForm]:
     """Both stored forms of `proto` (`serialised`: its bytes, when the caller has them), smallest first."""
-    compressed = zstd_compressed(serialised if serialised is not None else proto.SerializeToString())
-    encoded = encode_graph(proto)
-    forms = [
-        StoredForm(ZSTD_KIND, ZSTD_NAME, compressed, {"zstd(model.onnx)": len(compressed)}),
-        StoredForm(ENCODED_KIND, ENCODED_NAME, encoded.payload, encoded.parts),
-    ]
-    return sorted(forms, key=lambda form: form.size)
+    return sorted((form(proto, serialised) for form in FORM_OF.values()), key=lambda form: form.size)
 
 
 def decode_stored(path: Path | str) -> onnx.ModelProto:
@@ -86,7 +89,7 @@ def decode_stored(path: Path | str) -> onnx.ModelProto:
 
 def _write(kind: str):
     def write(proto: onnx.ModelProto, folder: Path) -> list[str]:
-        (form,) = [form for form in stored_forms(proto) if form.kind == kind]
+        form = FORM_OF[kind](proto)
         (folder / form.file).write_bytes(form.payload)
         return [form.file]
 
@@ -99,7 +102,7 @@ def _stored_kind(kind: str, description: str, load) -> ArtifactKind:
         kind,
         description,
         recognises=lambda _: False,  # in memory it is an ONNX graph; only a folder holds this form
-        serialise=lambda proto: next(f.payload for f in stored_forms(proto) if f.kind == kind),
+        serialise=lambda proto: FORM_OF[kind](proto).payload,
         write=_write(kind),
         load=load,
         describe=graph.describe,

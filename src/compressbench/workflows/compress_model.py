@@ -139,7 +139,7 @@ def compress_model(
     started = time.perf_counter()
 
     def keep_artifact(outcome: JobOutcome) -> None:
-        _keep_artifact(outcome, work)
+        _keep_artifact(outcome, work, with_stored_form=objective == "size")
 
     with third_party_logs(work / "logs"):  # what the libraries print goes to <out>/logs/<recipe>.log
         drive(jobs, store, cache, _policy(work), executor=executor, on_outcome=keep_artifact, title="compress",
@@ -317,7 +317,7 @@ def _policy(work: Path) -> Policy:
                   reuse=lambda run: (work / "artifacts" / run.key / "artifact.json").is_file())  # fmt: skip
 
 
-def _keep_artifact(outcome: JobOutcome, work: Path) -> None:
+def _keep_artifact(outcome: JobOutcome, work: Path, with_stored_form: bool) -> None:
     """Write the artifact a finished job served, before its run is stored; the user's model itself failing stops
     compress (nothing else can be judged without it). Another recipe's failure is stored and the others go on."""
     job, result = outcome.job, outcome.result
@@ -331,7 +331,7 @@ def _keep_artifact(outcome: JobOutcome, work: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     described = {"kind": kind_of(artifact).name, "files": kind_of(artifact).write(artifact, folder)}
     stored = result.candidate.stored_form
-    if stored in STORED_FORMS:  # the stored form of the graph the size figure counts, for --objective size
+    if with_stored_form and stored in STORED_FORMS:  # the stored form of the graph the size figure counts
         described["stored"] = {"kind": stored, "files": artifact_kinds.get(stored).write(measured, folder)}
     (folder / "artifact.json").write_text(json.dumps(described))
 
