@@ -1,6 +1,6 @@
 """How wide the 95% speed-up interval is for each zoo model, at batch 1 and 256, under several latency settings.
 
-The interval comes from the paired interleaved blocks (`compressbench.measure.latency.speedup_interval`), so it
+The interval comes from the paired interleaved blocks (`compressbench.ranking.intervals.speedup_interval`), so it
 narrows with more blocks and longer ones, and the measuring time grows with them. One compression per zoo model
 (the shipped baselines; a technique that changes the work done, so the speed-up is real), measured under each
 setting; the half-width is reported on the log scale (the interval is [s / f, s * f]: ±(f - 1)). Run alone on a

@@ -118,7 +118,7 @@ def test_outcomes_come_back_in_the_order_given_and_a_repeated_job_runs_once(tmp_
 def test_the_shipped_studies_plan_the_same_run_keys_as_before_the_restructuring(name):
     """Keys computed from the commit before the job driver and the workflows package (2f9f9ae): stored results
     and caches made before stay valid. Regenerated only where a shipped recipe or study setting changed on purpose
-    (issue 27: `deep-compression` at 92% / 4-bit fc indices, the default study timing 12 blocks)."""
+    (issue 27: `deep-compression` at 92% / 4-bit fc indices; the default study with three compression seeds)."""
     expected = json.loads((FIXTURES / "study_keys.json").read_text())[name]
     jobs, _ = plan(load_study(Path(__file__).parent.parent / "studies" / f"{name}.yaml"))
     planned = {f"{j.dataset.name} / {j.model.name} / {j.recipe['name']} / seed {j.seed}": j.key() for j in jobs}

@@ -1,6 +1,7 @@
 """Report, claims and recommendation on a stored fixture (hand-written runs with known figures)."""
 
 import json
+import math
 import re
 from html import unescape
 
@@ -40,7 +41,7 @@ BASELINE = {
 
 def put(
     store, recipe, steps, accuracy, speedup, size_ratio, seed=0, flags=(), model="mlp", control=None, recorded=None,
-    runtime="onnxruntime", stored_form=None,
+    runtime="onnxruntime", stored_form=None, profile="",
 ):  # fmt: skip
     """Store one hand-written run; `recorded` adds result fields (baseline_training, the steps' records); `runtime`
     is the candidate's (the baseline is on ONNX Runtime)."""
@@ -78,7 +79,7 @@ def put(
         "seed": seed,
         "recipe": {"name": recipe, "steps": [{"technique": t} for t in steps]},
     }
-    store.put(f"{model}-{recipe}-{seed}", config, result=RunResult.model_validate(result))
+    store.put(f"{model}-{recipe}-{seed}{profile}", config, result=RunResult.model_validate(result))
 
 
 @pytest.fixture
@@ -414,6 +415,57 @@ def test_every_printed_speedup_is_the_ratio_of_the_latencies_in_its_row(tmp_path
     assert row["speed-up b256 (95% CI)"].endswith("[1.94, 2.47]")  # the span of the three seeds' intervals
     assert row["speed mechanism"] == "2.00x fewer MACs"
     assert row["stored KiB (form)"] == "0.4 (model.cbw)"  # 900 / 2 bytes, stored in compressbench's encoding
+
+
+def test_the_seeds_timing_blocks_are_pooled_into_one_interval(tmp_path):
+    """Three seeds timed 2 paired blocks each, log ratios ln 2 ± 0.05: alone each gives ln 2 ± t(1) 12.706 x
+    0.0707 / sqrt 2 = ± 0.635, pooled the 6 blocks give ± t(5) 2.5706 x 0.05 x sqrt(6/5) / sqrt 6 = ± 0.05748, so
+    2.00x [1.888, 2.118] instead of the envelope of the seeds' own [1.06, 3.78]."""
+    store = Store(tmp_path / "results.db")
+    low, high = 5 * math.exp(-0.05), 5 * math.exp(0.05)  # candidate block medians, against 10 ms for the baseline
+    for seed in range(3):
+        timed = {
+            "baseline": {**BASELINE, "latency": {"256": {"block_ms": [10.0, 10.0]}}},
+            "candidate": {**BASELINE, "accuracy": 0.897, "accuracy_ci": [0.887, 0.907],
+                          "latency_ms": {"1": 0.5, "256": 5.0}, "latency": {"256": {"block_ms": [low, high]}}},
+        }  # fmt: skip
+        put(store, "prune.channels", ["prune.channels"], 0.897, {"1": 2.0, "256": 2.0}, 2.0, seed=seed,
+            recorded={**measured(["2.00x fewer MACs"], (1.06, 3.78)), **timed})  # fmt: skip
+    (summary,) = summarise_runs(store.runs())
+    assert summary.speedup["256"].mean == pytest.approx(2.0)
+    assert summary.speedup_ci["256"] == pytest.approx((2 * math.exp(-0.05748), 2 * math.exp(0.05748)), rel=1e-4)
+    assert summary.speedup_ci["1"] == (1.06, 3.78)  # no blocks kept at batch 1: the seeds' envelope
+
+
+def test_throughput_runs_get_their_own_section_and_recommendation(tmp_path):
+    """int8 wins one request at a time; on every core the channel-pruned model scales better and serves more samples
+    per second: the throughput recommendation differs, and the latency sections read only the latency runs."""
+    store = Store(tmp_path / "results.db")
+    int8, fewer_macs = measured(["int8 on onnxruntime"], (1.9, 2.1)), measured(["2.00x fewer MACs"], (1.4, 1.6))
+    put(store, "none", [], 0.90, {"1": 1.0, "256": 1.0}, 1.0, recorded=measured([], (0.98, 1.02)))
+    put(store, "quant.static", ["quant.static"], 0.899, {"1": 2.0, "256": 2.0}, 3.9, recorded=int8)
+    put(store, "prune.channels", ["prune.channels"], 0.898, {"1": 1.5, "256": 1.5}, 2.0, recorded=fewer_macs)
+    on_two = {**MEASUREMENT, "serving": "throughput", "target_batch": 256,
+              "latency": {**MEASUREMENT["latency"], "threads": 2, "batch_sizes": [256]}}  # fmt: skip
+    for recipe, speed, ci, mechanism in (("none", 1.0, (0.98, 1.02), []),
+                                         ("quant.static", 1.2, (1.1, 1.3), ["int8 on onnxruntime"]),
+                                         ("prune.channels", 1.8, (1.7, 1.9), ["2.00x fewer MACs"])):  # fmt: skip
+        recorded = {**measured(mechanism, ci), "measurement": on_two}
+        put(store, recipe, [recipe] if recipe != "none" else [], 0.899, {"1": speed, "256": speed}, 2.0,
+            recorded=recorded, profile="-throughput")  # fmt: skip
+    sections = report_sections(store, {})
+    titles = [s.title for s in sections]
+    assert "Throughput: every core (2 threads), batch 256" in titles
+    (rates,) = next(s for s in sections if s.title == "Samples per second").tables
+    row = dict(zip(rates[0], next(r for r in rates[1] if r[2] == "prune.channels"), strict=True))
+    assert row["samples/s: baseline → this"] == "25,600 → 46,080"  # 256 / 10 ms, and 1.8x that
+    assert row["scaling from 1 thread"] == "1.20x"  # 46,080 samples/s against 256 / (10 ms / 1.5) at one thread
+    (answer,) = next(s for s in sections if s.title.startswith("Recommendation for a throughput server")).tables
+    assert answer[1][0][2:5] == ["prune.channels on onnxruntime", "quant.static on onnxruntime", "differs"]
+    (table,) = [t for s in sections if s.title == "digits / mlp" for t in s.tables]
+    assert {r[0] for r in table[1]} == {"none", "quant.static", "prune.channels"}
+    static = dict(zip(table[0], next(r for r in table[1] if r[0] == "quant.static"), strict=True))
+    assert static["speed-up b256 (95% CI)"] == "2.00x [1.90, 2.10]"  # the latency run's, not the throughput run's
 
 
 def test_the_overview_chart_draws_each_speedup_with_its_interval(tmp_path):

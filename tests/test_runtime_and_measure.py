@@ -149,7 +149,7 @@ def test_collapse_is_judged_against_the_most_common_class_not_against_chance():
 
 
 def test_a_speedup_interval_spreads_the_paired_blocks_log_ratios_around_the_measured_ratio():
-    from compressbench.measure.latency import speedup_interval
+    from compressbench.ranking.intervals import speedup_interval
 
     baseline, candidate = [2.0, 2.2, 1.8, 2.0], [1.0, 1.0, 1.0, 1.0]
     logs = [math.log(2.0), math.log(2.2), math.log(1.8), math.log(2.0)]

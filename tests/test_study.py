@@ -104,20 +104,38 @@ def test_compression_seeds_share_one_baseline_and_keep_the_keys_of_seed_zero(tmp
     `model_seeds` gives the costly model one seed. Seed 0's job is the job a one-seed study already stored."""
     spec = tmp_path / "s.yaml"
     spec.write_text(
-        "name: s\ndatasets: [digits]\nmodels: [mlp, lenet5]\nrecipes: [none]\nseeds: [0, 1, 2]\nbaseline_seed: 0\n"
-        "model_seeds: {lenet5: [0]}\n"
+        "name: s\ndatasets: [digits]\nmodels: [mlp, lenet5]\nrecipes: [quant.static]\nseeds: [0, 1, 2]\n"
+        "baseline_seed: 0\nmodel_seeds: {lenet5: [0]}\n"
     )
     jobs, _ = plan(load_study(spec))
     assert sorted((job.model.name, job.seed, job.data_seed) for job in jobs) == [
         ("lenet5", 0, 0), ("mlp", 0, 0), ("mlp", 1, 0), ("mlp", 2, 0)
     ]  # fmt: skip
     one_seed = tmp_path / "one.yaml"
-    one_seed.write_text("name: s\ndatasets: [digits]\nmodels: [mlp]\nrecipes: [none]\n")
+    one_seed.write_text("name: s\ndatasets: [digits]\nmodels: [mlp]\nrecipes: [quant.static]\n")
     (alone,) = plan(load_study(one_seed))[0]
     assert alone.key() in {job.key() for job in jobs}
     spec.write_text("name: s\ndatasets: [digits]\nmodels: [mlp]\nrecipes: [none]\nmodel_seeds: {resnet: [0]}\n")
     with pytest.raises(CompressbenchError, match=r"model_seeds.resnet: not one of the models"):
         plan(load_study(spec))
+
+
+def test_a_recipe_no_seed_changes_runs_once_timed_as_long_as_the_seeds_together(tmp_path):
+    """From one baseline, `none` and dynamic int8 make the same model at every seed: one run each, with three times
+    the blocks, so its speed-up interval rests on as many paired blocks as static int8's three runs pooled. With a
+    baseline per seed, every seed differs and runs."""
+    spec = tmp_path / "s.yaml"
+    study = "name: s\ndatasets: [digits]\nmodels: [mlp]\nrecipes: [none, quant.dynamic, quant.static]\n"
+    study += "seeds: [0, 1, 2]\n"
+    spec.write_text(study + "baseline_seed: 0\nmeasure: {latency: {blocks: 4}}\n")
+    jobs, _ = plan(load_study(spec))
+    assert sorted((job.recipe["name"], job.seed, job.measure.latency.blocks) for job in jobs) == [
+        ("none", 0, 12), ("quant.dynamic", 0, 12), ("quant.static", 0, 4), ("quant.static", 1, 4),
+        ("quant.static", 2, 4),
+    ]  # fmt: skip
+    spec.write_text(study + "measure: {latency: {blocks: 4}}\n")
+    jobs, _ = plan(load_study(spec))
+    assert len(jobs) == 9 and {job.measure.latency.blocks for job in jobs} == {4}
 
 
 def test_a_compression_seed_draws_its_own_calibration_samples_from_the_same_split():

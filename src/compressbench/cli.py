@@ -57,6 +57,18 @@ def list_(what: Annotated[Listable, typer.Argument(help="what to list")]) -> Non
         out.print(line.rstrip(), markup=False, highlight=False, soft_wrap=True)
 
 
+class Serving(StrEnum):
+    latency = "latency"
+    throughput = "throughput"
+
+
+ServingOption = Annotated[
+    Serving,
+    typer.Option(help="latency: one request at a time on one thread; throughput: batches served concurrently on "
+                 "every core (or --threads), each runtime's session settings tuned"),
+]  # fmt: skip
+
+
 @app.command()
 @friendly
 def run(
@@ -69,7 +81,10 @@ def run(
     weights: Annotated[
         Path | None, typer.Option(help="your model's trained weights (never retrained; data taken as given)")
     ] = None,
-    threads: Annotated[int, typer.Option(help="runtime intra-op threads for latency")] = 1,
+    threads: Annotated[
+        int | None, typer.Option(help="runtime threads (default: 1 for latency, every core for throughput)")
+    ] = None,
+    serving: ServingOption = Serving.latency,
     runtime: Annotated[
         str, typer.Option(help="onnxruntime, openvino, torch, or auto (fastest installed)")
     ] = "onnxruntime",
@@ -91,16 +106,19 @@ def run(
     training = cb.default_training(model)
     if epochs is not None:
         training = training.model_copy(update={"epochs": epochs, "min_steps": 0})  # exactly those epochs
-    latency = cb.LatencySettings(
-        threads=threads, batch_sizes=tuple(batch_sizes or (1, 256)), warmup_s=warmup, blocks=repeats
-    ).with_batch(batch)
+    timing: dict[str, Any] = {"warmup_s": warmup, "blocks": repeats}
+    if batch_sizes or serving == Serving.latency:  # throughput times the large batch alone unless told
+        timing["batch_sizes"] = tuple(sorted({*(batch_sizes or (1, 256)), batch}))
+    if threads is not None:
+        timing["threads"] = threads
+    latency = cb.LatencySettings(**timing)
     result = cb.compress(
         dataset,
         cb.ModelConfig(name=model, width=width, weights=str(weights) if weights else None),
         recipe,
         seed=seed,
         training=training,
-        measure=cb.MeasureSettings(runtime=runtime, latency=latency, target_batch=batch),
+        measure=cb.MeasureSettings(runtime=runtime, latency=latency, target_batch=batch, serving=serving.value),
         store=out_dir / "results.db",
         retrain_baselines=retrain_baselines,
     )
@@ -201,7 +219,10 @@ def compress_(
     fine_tune_epochs: Annotated[
         int | None, typer.Option(help="fine-tuning epochs of every pruning / distillation step")
     ] = None,
-    threads: Annotated[int, typer.Option(help="runtime intra-op threads for latency")] = 1,
+    threads: Annotated[
+        int | None, typer.Option(help="runtime threads (default: 1 for latency, every core for throughput)")
+    ] = None,
+    serving: ServingOption = Serving.latency,
     seed: Annotated[int, typer.Option(help="seed of the held-out split and fine-tuning")] = 0,
     search_trials: Annotated[int, typer.Option(help="with --recipes search: trials in all")] = 20,
     search_timeout: Annotated[str | None, typer.Option(help="with --recipes search: stop after 90s, 30m, 2h")] = None,
@@ -225,7 +246,8 @@ def compress_(
         runtime=runtime,
         fine_tune_epochs=fine_tune_epochs,
         seed=seed,
-        latency=cb.LatencySettings(threads=threads),
+        latency=cb.LatencySettings(**({"threads": threads} if threads else {})),
+        serving=serving.value,
         search_trials=search_trials,
         search_timeout_s=_seconds(search_timeout, "--search-timeout") if search_timeout else None,
         executor=_executor(executor, address, max_retries, measure_on, cpus_per_job),
@@ -301,6 +323,7 @@ def search_(
     max_retries: RetriesOption = 2,
     measure_on: MeasureOnOption = None,
     cpus_per_job: CpusOption = 1,
+    serving: ServingOption = Serving.latency,
 ) -> None:
     """Search recipes and their settings for the fastest (or smallest) model within the accuracy budget."""
     if sampler not in ("nsga2", "tpe"):
@@ -323,6 +346,7 @@ def search_(
         storage=storage,
         plans=[plan.strip() for plan in plans.split(",") if plan.strip()] if plans else None,
         executor=_executor(executor, address, max_retries, measure_on, cpus_per_job),
+        serving=serving.value,
     )
     out.print(f"{outcome.trials} trials ({outcome.stopped}), {outcome.feasible} within the budget", highlight=False)
     if outcome.best:
@@ -455,9 +479,14 @@ def study(
     max_retries: RetriesOption = 2,
     measure_on: MeasureOnOption = None,
     cpus_per_job: CpusOption = 1,
+    serving: Annotated[
+        Serving | None, typer.Option(help="measure every job for this serving profile (default: the study's own)")
+    ] = None,
 ) -> None:
     """Run every job of a study; stored runs are skipped, so re-running resumes."""
     parsed = cb.load_study(spec)
+    if serving is not None:
+        parsed = parsed.for_serving(serving.value)
     folder = out_dir or Path("runs") / parsed.name
     settings = _executor(executor, address, max_retries, measure_on, cpus_per_job)
     counts = cb.run_study(parsed, folder, retrain_baselines=retrain_baselines, executor=settings)

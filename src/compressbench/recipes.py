@@ -51,6 +51,11 @@ class Recipe:
         """The full recipe with every default filled in: what a stored run keeps and what its key hashes."""
         return {"name": self.name, "steps": [step.canonical() for step in self.steps]}
 
+    @property
+    def seeded(self) -> bool:
+        """Whether a seed changes the model it makes (not when no step is seeded: `none`, dynamic int8)."""
+        return any(step.technique.seeded for step in self.steps)
+
     def needs(self) -> frozenset[Need]:
         """What its steps need of the input (a train split, attention layers, ...): what a shortlist filters on."""
         return frozenset().union(*(step.needs() for step in self.steps))

@@ -58,7 +58,7 @@ class RunResult(BaseModel):
     baseline: Metrics
     candidate: Metrics
     speedup: dict[str, float]  # baseline latency / candidate latency, by batch size
-    # 95% interval on each speed-up from the paired interleaved blocks (measure.latency.speedup_interval).
+    # 95% interval on each speed-up from the paired interleaved blocks (ranking.intervals.speedup_interval).
     speedup_ci: dict[str, list[float]] = {}
     # Why the candidate can be faster than the baseline: less or cheaper work (fewer MACs, a lower precision, another
     # runtime, a different graph). Empty: it does the baseline's work, so a speed-up is timing noise.

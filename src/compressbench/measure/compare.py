@@ -7,11 +7,13 @@ The baseline's headline figures are always ONNX Runtime fp32 when it is in the p
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from typing import Any, Literal
 
+import numpy as np
 import onnx
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from compressbench.artifacts import Candidate, is_onnx, kind_of
@@ -23,7 +25,7 @@ from compressbench.measure.latency import LatencySettings, measure_latency_inter
 from compressbench.measure.size import count_graph_macs, count_graph_params, count_macs, count_params, zstd_size
 from compressbench.registry import unknown_name_message
 from compressbench.results import Metrics
-from compressbench.runtime import export_onnx, installed_runtimes, open_session, runtimes, verify_onnx
+from compressbench.runtime import Session, export_onnx, installed_runtimes, open_session, runtimes, verify_onnx
 from compressbench.runtime.export import VERIFY_SAMPLES
 from compressbench.runtime.stored import ENCODED_KIND, ZSTD_KIND, stored_forms
 
@@ -44,6 +46,25 @@ class MeasureSettings(BaseModel):
     exporter: Literal["torchscript", "dynamo"] = "torchscript"
     verify_atol: float = Field(1e-3, gt=0, description="largest allowed |torch - ONNX| logit difference after export")
     latency_samples: int = Field(256, ge=1, description="test samples used (repeated) as latency inputs")
+    serving: Literal["latency", "throughput"] = Field(
+        "latency", description="latency: one request at a time on `latency.threads` (1); throughput: batches served "
+        "concurrently on every core (or `latency.threads`), ONNX Runtime's intra-op threads or parallel sessions, "
+        "OpenVINO's THROUGHPUT hint with asynchronous requests, timed as batches per second at `target_batch`",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def throughput_on_every_core(self) -> MeasureSettings:
+        """The throughput profile's defaults: every core, and the large batch alone (unless set)."""
+        if self.serving != "throughput":
+            return self
+        update: dict[str, Any] = {}
+        if "threads" not in self.latency.model_fields_set:
+            update["threads"] = os.cpu_count() or 1
+        if "batch_sizes" not in self.latency.model_fields_set:
+            update["batch_sizes"] = (self.target_batch,)
+        if update:
+            object.__setattr__(self, "latency", self.latency.model_copy(update=update))
+        return self
 
     @field_validator("runtime")
     @classmethod
@@ -151,6 +172,45 @@ def speed_mechanism(baseline: Metrics, candidate: Metrics) -> list[str]:
     return found
 
 
+def session_choices(runtime: str, settings: MeasureSettings) -> list[dict[str, Any]]:
+    """The session settings tried for a served candidate, the first being the profile's default. Latency: the one
+    request-at-a-time setting each runtime is timed with. Throughput: ONNX Runtime's threads in one session or split
+    over parallel sessions; OpenVINO's THROUGHPUT hint with the streams it picks or one per thread."""
+    threads = settings.latency.threads
+    if settings.serving == "latency":
+        return [{}]
+    if runtime == "onnxruntime":
+        return [{"parallel_sessions": 1}] + ([{"parallel_sessions": threads}] if threads > 1 else [])
+    if runtime == "openvino":
+        return [{"hint": "THROUGHPUT"}] + ([{"hint": "THROUGHPUT", "streams": threads}] if threads > 1 else [])
+    return [{}]
+
+
+def tuned_session(artifact: Any, runtime: str, precision: str, data: DataBundle, settings: MeasureSettings) -> Session:
+    """A session with the best of `session_choices`, found in a short interleaved pass at the target batch (a
+    bounded budget: 3 blocks of 0.1 s each); what was tried and what each gave is in its `info["tuning"]`."""
+    choices = session_choices(runtime, settings)
+    threads = settings.latency.threads
+    if len(choices) == 1:
+        return open_session(artifact, runtime, threads, precision, choices[0] or None)
+    opened = [open_session(artifact, runtime, threads, precision, options) for options in choices]
+    short = settings.latency.model_copy(update={"batch_sizes": (settings.target_batch,), "warmup_s": 0.2,
+                                                "blocks": 3, "block_s": 0.1, "target_half_width": None})  # fmt: skip
+    timed = measure_latency_interleaved(opened, data.test.x[: settings.latency_samples], short,
+                                        concurrent=settings.serving == "throughput")  # fmt: skip
+    ms = [stats[settings.target_batch].p50_ms for stats in timed]
+    best = int(np.argmin(ms))
+    opened[best].info["tuning"] = {
+        "tried": [
+            {"options": session.info.get("options", options), "batch_ms": round(t, 4)}
+            for session, options, t in zip(opened, choices, ms, strict=True)
+        ],  # fmt: skip
+        "how": f"{short.blocks} interleaved blocks of {short.block_s} s at batch {settings.target_batch}; the "
+        "fastest kept",
+    }
+    return opened[best]
+
+
 def measured_runtimes(settings: MeasureSettings) -> list[str]:
     """The runtimes a candidate is measured on: the one asked for, or with auto every installed one compared."""
     if settings.runtime != "auto":
@@ -176,9 +236,7 @@ def measure_candidates(
             raise CompressbenchError(skipped[name][settings.runtime])
         for runtime, artifact in served[name].items():
             try:
-                sessions[(name, runtime)] = open_session(
-                    artifact, runtime, settings.latency.threads, candidate.precision
-                )
+                sessions[(name, runtime)] = tuned_session(artifact, runtime, candidate.precision, data, settings)
             except CompressbenchError as error:
                 if settings.runtime != "auto":
                     raise
@@ -188,8 +246,9 @@ def measure_candidates(
             raise CompressbenchError(f"no installed runtime can serve {name}: {skipped[name]}")
     keys = list(sessions)
     latencies = measure_latency_interleaved(
-        [sessions[k] for k in keys], data.test.x[: settings.latency_samples], settings.latency
-    )
+        [sessions[k] for k in keys], data.test.x[: settings.latency_samples], settings.latency,
+        concurrent=settings.serving == "throughput",
+    )  # fmt: skip
     per_runtime: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in candidates}
     for key, latency in zip(keys, latencies, strict=True):
         name, runtime = key

@@ -3,7 +3,7 @@
 Interleaving (baseline block, candidate block, baseline block, ...) makes a ratio survive a noisy machine:
 both see the same slow and fast moments. Absolute figures are recorded but only ratios should be compared; the
 median of each block is kept too, so a speed-up gets its confidence interval from the paired blocks
-(`speedup_interval`).
+(`ranking.intervals.speedup_interval`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from compressbench.machine_lock import timing_slot
+from compressbench.ranking.intervals import log_half_width
 from compressbench.runtime import Session
+from compressbench.runtime.base import run_many
 
 # With a target width, timing stops at this many times the minimum number of blocks whatever the width reached.
 ADAPTIVE_LIMIT = 4
+# A concurrent block serves at least this many batches: each block starts with an empty queue and ends draining it,
+# which costs about one batch's time on one stream; over 16 batches that stays a few percent of a block.
+CONCURRENT_MIN_CALLS = 16
 
 
 class LatencySettings(BaseModel):
@@ -56,32 +61,36 @@ class LatencyStats:
 
 
 def measure_latency_interleaved(
-    sessions: Sequence[Session], inputs: np.ndarray, settings: LatencySettings
+    sessions: Sequence[Session], inputs: np.ndarray, settings: LatencySettings, *, concurrent: bool = False
 ) -> list[dict[int, LatencyStats]]:
     """For each batch size, warm every session up, then time them in interleaved blocks of calls.
 
     `inputs` are real samples, repeated when a batch is larger than they are. Returns, per session, its stats
-    by batch size. Holds the machine's timing slot (`compressbench.machine_lock`) throughout.
+    by batch size. Holds the machine's timing slot (`compressbench.machine_lock`) throughout. `concurrent`: each
+    block serves its calls as a throughput server does (`runtime.base.run_many`: parallel sessions, OpenVINO's
+    asynchronous streams), and a call's time is the block's wall time per batch (so batch / time is throughput).
     """
     with timing_slot():
-        return _interleaved(sessions, inputs, settings)
+        return _interleaved(sessions, inputs, settings, concurrent)
 
 
 def _interleaved(
-    sessions: Sequence[Session], inputs: np.ndarray, settings: LatencySettings
+    sessions: Sequence[Session], inputs: np.ndarray, settings: LatencySettings, concurrent: bool = False
 ) -> list[dict[int, LatencyStats]]:
     results: list[dict[int, LatencyStats]] = [{} for _ in sessions]
     for batch in settings.batch_sizes:
         x = np.ascontiguousarray(np.resize(inputs, (batch, *inputs.shape[1:])))  # float32, or the data's int64
         calls_per_block = []
         for session in sessions:
-            per_call = _warm_up(session, x, settings.warmup_s)
-            calls_per_block.append(max(1, int(settings.block_s / max(per_call, 1e-7))))
+            per_call = (_warm_up_concurrent if concurrent else _warm_up)(session, x, settings.warmup_s)
+            least = CONCURRENT_MIN_CALLS if concurrent else 1
+            calls_per_block.append(max(least, int(settings.block_s / max(per_call, 1e-7))))
         blocks: list[list[list[float]]] = [[] for _ in sessions]
         limit = settings.blocks if settings.target_half_width is None else ADAPTIVE_LIMIT * settings.blocks
         while len(blocks[0]) < limit:
             for i, session in enumerate(sessions):
-                blocks[i].append(_timed_calls(session, x, calls_per_block[i]))
+                timed = _timed_concurrently if concurrent else _timed_calls
+                blocks[i].append(timed(session, x, calls_per_block[i]))
             if len(blocks[0]) >= settings.blocks and _precise_enough(blocks, settings.target_half_width):
                 break
         for i, timed in enumerate(blocks):
@@ -107,37 +116,6 @@ def _precise_enough(blocks: list[list[list[float]]], target: float | None) -> bo
     return all(log_half_width(medians[0], other) <= np.log1p(target) for other in medians[1:])
 
 
-def log_half_width(
-    baseline_blocks: Sequence[float], candidate_blocks: Sequence[float], confidence: float = 0.95
-) -> float:
-    """Half the width of the speed-up's `confidence` interval on the log scale: t(n-1) x sd / sqrt(n) of the paired
-    blocks' log ratios."""
-    from scipy import stats  # a second of import time, paid only where an interval is computed
-
-    logs = np.log(np.asarray(baseline_blocks, dtype=float) / np.asarray(candidate_blocks, dtype=float))
-    return float(stats.t.ppf(0.5 + confidence / 2, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs)))
-
-
-def speedup_interval(
-    speedup: float, baseline_blocks: Sequence[float], candidate_blocks: Sequence[float], confidence: float = 0.95
-) -> tuple[float, float] | None:
-    """A `confidence` interval around a measured `speedup` (the ratio of the two medians over all calls) from the
-    paired block medians of the same pass.
-
-    Block i of both ran in the same round, so each pair shares the machine's state of that moment, and the spread of
-    the per-block log ratios is the ratio's uncertainty: the interval is speedup x exp(± t x sd / sqrt(n)), a
-    t-interval on the log scale (where a ratio is symmetric). It is put around the ratio of medians, not around the
-    blocks' mean log ratio, which one slow block can pull past the median's estimate (a robust point, an interval
-    that contains it). None with fewer than two pairs, where no spread can be estimated.
-    """
-    if len(baseline_blocks) != len(candidate_blocks):
-        raise ValueError(f"{len(baseline_blocks)} baseline blocks vs {len(candidate_blocks)} candidate blocks")
-    if len(baseline_blocks) < 2:
-        return None
-    half = log_half_width(baseline_blocks, candidate_blocks, confidence)
-    return float(speedup * np.exp(-half)), float(speedup * np.exp(half))
-
-
 def _warm_up(session: Session, x: np.ndarray, seconds: float) -> float:
     """Run until `seconds` have passed (at least 3 calls); return the mean seconds per call of the last half."""
     started = time.perf_counter()
@@ -147,6 +125,21 @@ def _warm_up(session: Session, x: np.ndarray, seconds: float) -> float:
         session.run(x)
         durations.append(time.perf_counter() - t0)
     return float(np.mean(durations[len(durations) // 2 :]))
+
+
+def _warm_up_concurrent(session: Session, x: np.ndarray, seconds: float) -> float:
+    """Serve rounds of concurrent batches until `seconds` have passed (at least 3 rounds); the last round's wall
+    seconds per batch."""
+    started, rounds, calls = time.perf_counter(), 0, 4
+    while rounds < 3 or time.perf_counter() - started < seconds:
+        per_call = run_many(session, x, calls) / calls
+        rounds, calls = rounds + 1, min(calls * 2, 64)
+    return per_call
+
+
+def _timed_concurrently(session: Session, x: np.ndarray, calls: int) -> list[float]:
+    """`calls` batches served concurrently: each counted at the block's wall seconds per batch."""
+    return [run_many(session, x, calls) / calls] * calls
 
 
 def _timed_calls(session: Session, x: np.ndarray, calls: int) -> list[float]:

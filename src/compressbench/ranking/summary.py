@@ -7,6 +7,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from compressbench.ranking.intervals import speedup_interval
+from compressbench.results import Metrics
 from compressbench.store import Run, RunResult
 
 
@@ -53,8 +55,8 @@ class RecipeSummary:
     fine_tune_steps: int | None = None  # optimiser steps of fine-tuning in all (first seed); None: none recorded
     # The test accuracy this baseline should reach (the shipped baseline of the same zoo model and data), when known.
     reference_accuracy: float | None = None
-    # Per batch size, the lowest lower end and the highest upper end of the seeds' 95% speed-up intervals; a batch
-    # size is missing when a run stored no interval (results written before intervals were measured).
+    # Per batch size, the 95% interval of `speedup` from every seed's paired timing blocks pooled (`_interval`); a
+    # batch size is missing when a run stored no interval (results written before intervals were measured).
     speedup_ci: dict[str, tuple[float, float]] = field(default_factory=dict)
     # Less or cheaper work than the baseline that every seed's served model does (runner: measure.speed_mechanism);
     # None for results stored before it was recorded.
@@ -100,8 +102,12 @@ def summarise_runs(runs: list[Run]) -> list[RecipeSummary]:
                 accuracy_drop_pt=Stat.of([r.accuracy_drop_pt for r in results]),
                 latency_ms=latency,
                 baseline_latency_ms=baseline_latency,
-                speedup={b: _ratio(baseline_latency[b], latency[b], [r.speedup[b] for r in results]) for b in batches},
-                speedup_ci=_envelope(results, batches),
+                speedup=(
+                    speedup := {
+                        b: _ratio(baseline_latency[b], latency[b], [r.speedup[b] for r in results]) for b in batches
+                    }
+                ),
+                speedup_ci=_interval(results, {b: s.mean for b, s in speedup.items()}),
                 speed_mechanism=_common_mechanism(results),
                 stored_form=first.candidate.stored_form,
                 size_bytes=first.candidate.size_bytes,
@@ -126,13 +132,26 @@ def _ratio(baseline: Stat, candidate: Stat, per_seed: list[float]) -> Stat:
     return Stat(baseline.mean / candidate.mean, Stat.of(per_seed).spread, len(per_seed), max(per_seed))
 
 
-def _envelope(results: list[RunResult], batches: list[str]) -> dict[str, tuple[float, float]]:
-    """Per batch size, the interval that spans every seed's speed-up interval (all seeds must have one)."""
-    return {
-        b: (min(r.speedup_ci[b][0] for r in results), max(r.speedup_ci[b][1] for r in results))
-        for b in batches
-        if all(b in r.speedup_ci for r in results)
-    }
+def _interval(results: list[RunResult], speedup: dict[str, float]) -> dict[str, tuple[float, float]]:
+    """Per batch size, the 95% interval of the speed-up over seeds: the t-interval of every seed's paired blocks
+    pooled (each seed's run timed its own candidate against its own baseline in the same rounds), around the ratio of
+    the mean latencies. Where a run kept no blocks (stored before blocks were), the interval spanning every seed's own;
+    a batch size is missing when a run stored neither."""
+    intervals = {}
+    for b, value in speedup.items():
+        blocks = [(_blocks(r.baseline, b), _blocks(r.candidate, b)) for r in results]
+        if all(base and cand for base, cand in blocks):
+            pooled = speedup_interval(value, [t for base, _ in blocks for t in base],
+                                      [t for _, cand in blocks for t in cand])  # fmt: skip
+            if pooled:
+                intervals[b] = pooled
+        elif all(b in r.speedup_ci for r in results):
+            intervals[b] = (min(r.speedup_ci[b][0] for r in results), max(r.speedup_ci[b][1] for r in results))
+    return intervals
+
+
+def _blocks(metrics: Metrics, batch: str) -> list[float]:
+    return list(((metrics.latency or {}).get(batch) or {}).get("block_ms", ()))
 
 
 def _common_mechanism(results: list[RunResult]) -> list[str] | None:

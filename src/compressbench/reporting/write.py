@@ -261,6 +261,10 @@ def report_sections(store: Store, meta: dict[str, Any], max_accuracy_drop: float
             f"{store.path}: every one of the {len(runs)} stored runs failed; nothing to report "
             f"(first error: {first_line(failed[0].error)})"
         )
+    # The report reads the latency profile's runs; runs timed for a throughput server get their own section (a
+    # store holding only those is reported from them).
+    throughput = [r for r in runs if serving_of(r) == "throughput"]
+    runs = [r for r in runs if serving_of(r) != "throughput"] or throughput
     summaries = summarise_runs(runs)
     # The study's smallest and largest timed batch sizes (1 and 256 by default; a text study times 1 and 32).
     timed = sorted({int(b) for r in runs if r.status == "ok" and r.result for b in r.result.speedup}) or [1, 256]
@@ -315,6 +319,8 @@ def report_sections(store: Store, meta: dict[str, Any], max_accuracy_drop: float
     embeddings = embedding_table(runs)
     if embeddings[1]:
         sections.append(Section(EMBEDDINGS_TITLE, note=EMBEDDINGS_NOTE, tables=[embeddings]))
+    if throughput and throughput is not runs:
+        sections += throughput_sections(throughput, summaries, max_accuracy_drop)
     for (dataset, model), group in by_model(summaries).items():
         sections.append(
             Section(f"{dataset} / {model}", tables=[recipe_table(group)], figures=partial(pareto_figures, group))
@@ -323,6 +329,64 @@ def report_sections(store: Store, meta: dict[str, Any], max_accuracy_drop: float
         items = [f"{r.dataset} / {r.model} / {r.recipe} / seed {r.seed}: {first_line(r.error)}" for r in failed]
         sections.append(Section("Failed runs", items=items))
     sections.append(Section("How every number was measured", items=[*footer_lines(runs), baseline_origins(runs)]))
+    return sections
+
+
+def serving_of(run: Run) -> str:
+    return (run.result.measurement.get("serving") if run.result else None) or "latency"
+
+
+THROUGHPUT_NOTE = (
+    "Batches served concurrently on {threads} thread(s) at batch {batch}: ONNX Runtime with its intra-op threads in "
+    "one session or split over parallel sessions, OpenVINO with its THROUGHPUT hint and asynchronous infer requests; "
+    "each candidate's session settings were tried in a short interleaved pass and the faster kept (the settings "
+    "column, which `compress` writes into the manifest and `verify` applies). Samples per second = batch / the "
+    "median wall time per batch, baseline and candidate interleaved; speed-up with its 95% interval as for latency. "
+    "Scaling: these samples per second over the same candidate's at one thread (the latency profile's runs at this "
+    "batch), where both were measured."
+)
+
+
+def throughput_sections(
+    runs: list[Run], latency_summaries: list[RecipeSummary], max_accuracy_drop: float
+) -> list[Section]:
+    """The throughput profile: samples per second per candidate with the session settings that served them, its
+    scaling from one thread, and the recommendation for a throughput-bound service beside the latency one."""
+    summaries = summarise_runs(runs)
+    measured = next(r.result for r in runs if r.status == "ok" and r.result)
+    threads, batch = measured.measurement["latency"]["threads"], int(measured.measurement["target_batch"])
+    key = str(batch)
+    one_thread = {(s.dataset, s.model, s.recipe): s for s in latency_summaries if key in s.latency_ms}
+    settings = {(r.dataset, r.model, r.recipe): r.result.candidate.runtime.get("options", {})
+                for r in runs if r.status == "ok" and r.result}  # fmt: skip
+    sections = [Section(f"Throughput: every core ({threads} threads), batch {batch}",
+                        note=THROUGHPUT_NOTE.format(threads=threads, batch=batch))]  # fmt: skip
+    rows = []
+    for (dataset, model), group in by_model(summaries).items():
+        for s in sorted(group, key=lambda s: (s.recipe != "none", s.recipe)):
+            if key not in s.latency_ms:
+                continue
+            rate = batch * 1000 / s.latency_ms[key].mean
+            single = one_thread.get((dataset, model, s.recipe))
+            scaling = f"{rate / (batch * 1000 / single.latency_ms[key].mean):.2f}x" if single else "—"
+            options = ", ".join(f"{k} {v}" for k, v in settings.get((dataset, model, s.recipe), {}).items())
+            rows.append([dataset, model, s.recipe, s.runtime, options or "—",
+                         f"{batch * 1000 / s.baseline_latency_ms[key].mean:,.0f} → {rate:,.0f}", speed_cell(s, key),
+                         scaling, f"{-s.accuracy_drop_pt.mean:+.2f}"])  # fmt: skip
+    header = ["dataset", "model", "recipe", "runtime", "session settings", "samples/s: baseline → this",
+              f"speed-up b{batch} (95% CI)", "scaling from 1 thread", "Δ pt"]  # fmt: skip
+    sections.append(Section("Samples per second", level=3, tables=[(header, rows)]))
+    served = {(a.dataset, a.model): a for a in recommend(latency_summaries, max_accuracy_drop, "latency", batch)}
+    answers = []
+    for a in recommend(summaries, max_accuracy_drop, "latency", batch):
+        other = served.get((a.dataset, a.model))
+        latency_choice = (other.label(other.best) or "keep the baseline") if other else "—"
+        chosen = a.label(a.best) or "keep the baseline"
+        same = "same" if other and latency_choice == chosen else "differs"
+        answers.append([a.dataset, a.model, chosen, latency_choice, same if other else "—", a.reason])
+    sections.append(Section(f"Recommendation for a throughput server (accuracy budget {max_accuracy_drop:g} pt)",
+                            level=3, tables=[(["dataset", "model", f"throughput, {threads} threads",
+                                               f"latency, batch {batch}", "", "why"], answers)]))  # fmt: skip
     return sections
 
 
@@ -371,8 +435,8 @@ def footer_lines(runs: list[Run]) -> list[str]:
         f"{latency['blocks']} timed blocks of about {latency['block_s']} s per session, baseline and candidate "
         "interleaved in one process; latency is the median time per call, speed-up the ratio of the candidate's "
         "median to its own interleaved baseline's (the two latencies in its row), with a 95% interval from the "
-        "paired blocks (ratio x exp(± t x sd / sqrt(n)) of the per-block log ratios; with several seeds, the span of "
-        "their intervals). "
+        "paired blocks (ratio x exp(± t x sd / sqrt(n)) of the per-block log ratios; with several seeds, every seed's "
+        "blocks pooled around the ratio of the mean latencies). "
         "A speed-up is credited (recommendation, verdicts) only when the served model does less or cheaper work "
         f"than the baseline and the lower end of its interval is above 1x; otherwise: {NO_MECHANISM}, or not "
         "distinguishable from 1x.",

@@ -31,7 +31,6 @@ from compressbench.measure.compare import (
     verified_export,
 )
 from compressbench.measure.environment import environment
-from compressbench.measure.latency import speedup_interval
 from compressbench.models import (
     ModelConfig,
     build_model,
@@ -43,6 +42,7 @@ from compressbench.models import (
 )
 from compressbench.prefixes import CHECK_SAMPLES, load_prefix, prefix_key, save_prefix, weights_digest
 from compressbench.progress import captured, log
+from compressbench.ranking.intervals import speedup_interval
 from compressbench.recipes import Recipe, final_form, load_recipe
 from compressbench.results import Metrics, RunResult
 from compressbench.runtime import serving_runtimes
@@ -87,6 +87,8 @@ class JobConfig(BaseModel):
             del identity["baseline_seed"]
         if self.measure.latency.target_half_width is None:  # as those stored before adaptive timing existed
             del identity["measure"]["latency"]["target_half_width"]
+        if self.measure.serving == "latency":  # as those stored before serving profiles existed
+            del identity["measure"]["serving"]
         if self.model.weights is not None:  # the weights' content, wherever the file lies
             identity["model"]["weights"] = f"sha256:{weights_fingerprint(self.model.weights)}"
         if is_onnx_model(self.model.name):

@@ -9,6 +9,7 @@ where it can tell, so a silent fallback is never reported as a speed-up).
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,12 +29,23 @@ class Session(Protocol):
     def run(self, x: np.ndarray) -> np.ndarray: ...
 
 
+def run_many(session: Session, x: np.ndarray, calls: int) -> float:
+    """Serve `calls` batches the way the session's runtime serves concurrent requests (its own `run_many`: parallel
+    sessions, an asynchronous queue over streams), or one after another; the wall seconds they took."""
+    if hasattr(session, "run_many"):
+        return session.run_many(x, calls)
+    started = time.perf_counter()
+    for _ in range(calls):
+        session.run(x)
+    return time.perf_counter() - started
+
+
 @dataclass(frozen=True)
 class Runtime:
     name: str
     package: str  # importable module that must be installed
     install: str  # how to install it, for the one-line error
-    open: Callable[..., Session]  # open(artifact, threads, precision) -> Session
+    open: Callable[..., Session]  # open(artifact, threads, precision, options) -> Session
     description: str
     opens: tuple[str, ...]  # artifact kinds it loads
     precisions: tuple[str, ...] = ("fp32",)
@@ -84,7 +96,12 @@ def served_form(artifact: Any, runtime: str) -> Any:
     return convert(artifact) if convert is not None else artifact
 
 
-def open_session(artifact: Any, runtime: str, threads: int = 1, precision: str = "fp32") -> Session:
+def open_session(
+    artifact: Any, runtime: str, threads: int = 1, precision: str = "fp32", options: dict[str, Any] | None = None
+) -> Session:
+    """A session of `runtime` on `artifact`; `options` are the runtime's own session settings (ONNX Runtime's
+    optimisation level, execution mode, parallel sessions; OpenVINO's performance hint and streams), as recorded in a
+    run and a manifest. None: the latency-bound defaults."""
     spec = runtimes.get(runtime)
     if problem := spec.missing():
         raise CompressbenchError(problem)
@@ -93,4 +110,6 @@ def open_session(artifact: Any, runtime: str, threads: int = 1, precision: str =
     kind = kind_of(artifact).name
     if kind not in spec.opens or precision not in spec.precisions:
         raise CompressbenchError(spec.why_not(kind, precision))
+    if options:
+        return spec.open(artifact, threads, precision, options)
     return spec.open(artifact, threads, precision)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ class OpenVinoSession:
     model: Any  # openvino.Model
     threads: int = 1
     precision: str = "fp32"
+    options: dict[str, Any] | None = None  # the deployment's settings: performance hint and streams (`OPTIONS`)
     info: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -35,13 +37,16 @@ class OpenVinoSession:
 
         self._ov = ov
         self._core = ov.Core()
+        self._options = compile_options(self.options)
         self._compiled: dict[tuple[str, ...], tuple[Any, Any]] = {}
+        self._queues: dict[tuple[str, ...], Any] = {}
         self._dtypes = [port.element_type.to_dtype() for port in self.model.inputs]  # float32, or int64 for ids
         self.info = {
             "runtime": "openvino",
             "version": ov.__version__,
             "threads": self.threads,
             "requested_precision": self.precision,
+            "options": self._options,
         }
         probe = list(self.model.inputs[0].partial_shape)  # batch 1, the other axes as the model declares them
         probe[0] = 1
@@ -63,9 +68,10 @@ class OpenVinoSession:
             config = {
                 "INFERENCE_NUM_THREADS": self.threads,
                 "INFERENCE_PRECISION_HINT": HINTS[self.precision],
-                "PERFORMANCE_HINT": "LATENCY",
-                "NUM_STREAMS": 1,
+                "PERFORMANCE_HINT": self._options["hint"],
             }
+            if self._options["streams"] != "auto":
+                config["NUM_STREAMS"] = self._options["streams"]
             try:
                 compiled = self._core.compile_model(model, "CPU", config)
             except Exception as error:
@@ -88,6 +94,30 @@ class OpenVinoSession:
                 return name
         return "fp32"
 
+    def run_many(self, x: np.ndarray, calls: int) -> float:
+        """Serve `calls` batches as OpenVINO's throughput mode does (an asynchronous queue of its optimal number of
+        infer requests, spread over its streams); the wall seconds they took."""
+        compiled, _ = self.compiled_for(x.shape)
+        key = tuple(str(d) for d in x.shape)
+        if key not in self._queues:
+            self._queues[key] = self._ov.AsyncInferQueue(
+                compiled, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            )
+            self.info["streams"] = int(compiled.get_property("NUM_STREAMS"))
+            self.info["infer_requests"] = len(self._queues[key])
+        queue = self._queues[key]
+        inputs = self._inputs(x)
+        started = time.perf_counter()
+        for _ in range(calls):
+            queue.start_async(inputs, share_inputs=True)
+        queue.wait_all()
+        return time.perf_counter() - started
+
+    def _inputs(self, x: np.ndarray) -> list[np.ndarray]:
+        if len(self._dtypes) == 1:
+            return [np.ascontiguousarray(x, dtype=self._dtypes[0])]
+        return [np.ascontiguousarray(x[:, i], dtype=dtype) for i, dtype in enumerate(self._dtypes)]
+
     def run(self, x: np.ndarray) -> np.ndarray:
         _, request = self.compiled_for(x.shape)
         if len(self._dtypes) == 1:  # shared with the array, which must live until infer() returns
@@ -98,6 +128,26 @@ class OpenVinoSession:
                 request.set_input_tensor(i, self._ov.Tensor(np.ascontiguousarray(x[:, i], dtype=dtype)))
         request.infer()
         return request.get_output_tensor().data.copy()
+
+
+# The deployment's settings, with the values a latency-bound single-stream server uses: OpenVINO's performance hint
+# (THROUGHPUT runs several streams, each on its share of the threads) and the number of streams ("auto": the hint's).
+DEFAULT_OPTIONS: dict[str, Any] = {"hint": "LATENCY", "streams": 1}
+
+
+def compile_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """`options` over the defaults, each checked; THROUGHPUT without streams leaves their number to the hint."""
+    given = dict(options or {})
+    if given.get("hint") == "THROUGHPUT" and "streams" not in given:
+        given["streams"] = "auto"
+    chosen = {**DEFAULT_OPTIONS, **given}
+    if unknown := sorted(set(chosen) - set(DEFAULT_OPTIONS)):
+        raise CompressbenchError(f"openvino: unknown session option(s) {unknown} (known: {sorted(DEFAULT_OPTIONS)})")
+    if chosen["hint"] not in ("LATENCY", "THROUGHPUT"):
+        raise CompressbenchError(f"openvino: session option hint={chosen['hint']!r}: LATENCY or THROUGHPUT")
+    if chosen["streams"] != "auto" and (not isinstance(chosen["streams"], int) or chosen["streams"] < 1):
+        raise CompressbenchError(f"openvino: session option streams={chosen['streams']!r}: 'auto' or at least 1")
+    return chosen
 
 
 def openvino_cause(error: BaseException) -> str:
@@ -144,9 +194,9 @@ def from_ir_parts(parts: tuple[bytes, bytes]) -> Any:
     return ov.Core().read_model(xml.decode(), ov.Tensor(np.frombuffer(weights, dtype=np.uint8).copy()))
 
 
-def _open(artifact: Any, threads: int, precision: str) -> Session:
+def _open(artifact: Any, threads: int, precision: str, options: dict[str, Any] | None = None) -> Session:
     model = onnx_to_openvino(artifact) if is_onnx(artifact) else artifact
-    session = OpenVinoSession(model, threads, precision)
+    session = OpenVinoSession(model, threads, precision, options)
     if precision != "fp32" and session.info["precision"] not in (precision, "int8"):
         raise CompressbenchError(
             f"openvino was asked for {precision} but executes {session.info['precision']} on this CPU "

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from compressbench.artifacts import TORCH
+from compressbench.errors import CompressbenchError
 from compressbench.runtime.base import Runtime, Session, register_runtime
 
 
@@ -40,7 +41,9 @@ class TorchEagerSession:
             torch.set_num_threads(previous)
 
 
-def _open(artifact: nn.Module, threads: int, precision: str) -> Session:
+def _open(artifact: nn.Module, threads: int, precision: str, options: dict[str, Any] | None = None) -> Session:
+    if options:
+        raise CompressbenchError(f"torch: no session options (got {sorted(options)}); it runs the module as it is")
     return TorchEagerSession(artifact, threads, precision)
 
 

@@ -97,6 +97,9 @@ class Technique:
     summary: ClassVar[str] = ""
     # Whether it trains or fine-tunes the model (a train split is needed): refused on evaluation-only data.
     trains: ClassVar[bool] = False
+    # Whether the seed changes what it produces (calibration samples, fine-tuning order, a student's initialisation):
+    # a study runs a recipe of unseeded steps once, since its other seeds would repeat the same model.
+    seeded: ClassVar[bool] = True
     # Techniques that must come earlier in a recipe (Huffman coding codes weight sharing's indices).
     requires: ClassVar[tuple[str, ...]] = ()
     # What it needs of the input besides what training needs (`trains` adds a train split and the torch module): a

@@ -69,6 +69,7 @@ class HuffmanCoding(Technique):
     family = "coding"
     requires = (WeightSharing.name,)
     summary = "Huffman coding of weight-sharing indices and sparse positions (Deep Compression); size only"
+    seeded = False
 
     def apply(self, candidate: Candidate, context: Context) -> Candidate:
         shared = [r for r in candidate.records if r["step"] == WeightSharing.name]

@@ -38,6 +38,7 @@ class _ReducedPrecision(Technique):
     precision: str
     Config = PrecisionConfig
     family = "reduced precision"
+    seeded = False  # a cast of the weights
 
     def apply(self, candidate: Candidate, context: Context) -> Candidate:
         check_cpu_supports(self.precision, self.name)

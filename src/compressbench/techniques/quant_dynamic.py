@@ -73,6 +73,7 @@ class DynamicQuantization(Technique):
     family = "quantization"
     produces = ONNX
     summary = "int8 weights, activations quantized at run time (ONNX Runtime dynamic quantization)"
+    seeded = False  # no calibration: the weights decide the scales
 
     def apply(self, candidate: Candidate, context: Context) -> Candidate:
         config: DynamicQuantConfig = self.config  # type: ignore[assignment]

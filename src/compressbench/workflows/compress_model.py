@@ -86,6 +86,7 @@ def compress_model(
     label_column: str | None = None,
     sequence_length: int | None = None,
     image: dict[str, Any] | None = None,
+    serving: Literal["latency", "throughput"] = "latency",
 ) -> CompressOutcome:
     """Try the recipes on the user's trained model and write the winner to `out` (see the module docstring).
 
@@ -101,6 +102,8 @@ def compress_model(
     `executor` runs the jobs (and the search's trials) on Ray instead of here. Latency is timed at `batch` and
     `batch_sizes` (the batch sizes of `latency` are not used); the uncompressed model on each runtime measured is a
     candidate too, and nothing slower than the fastest of them is handed back (`compressbench.ranking.recommend`).
+    `serving` "throughput" times batches served concurrently on every core (or `latency.threads`), each runtime's
+    session settings tuned; the manifest's `artifact.session` says how to open the artifact as it was measured.
     """
     out = Path(out)
     if out.exists():
@@ -110,10 +113,12 @@ def compress_model(
     dataset = _dataset(data, model_config, text_column=text_column, label_column=label_column,
                        sequence_length=sequence_length, image=image)  # fmt: skip
     bundle = load_dataset(dataset, seed)
+    timing = (latency or LatencySettings()).model_dump(exclude_unset=True)
     measure = MeasureSettings(
         runtime=runtime,
         target_batch=batch,
-        latency=(latency or LatencySettings()).model_copy(update={"batch_sizes": timed_batches(batch_sizes, batch)}),
+        latency=LatencySettings(**{**timing, "batch_sizes": timed_batches(batch_sizes, batch)}),
+        serving=serving,
     )
     # What the input offers, for the shortlists that are chosen by it (a model is built once to look for attention).
     meets = _input_meets(model_config, instance, bundle) if recipes in ("auto", "search") else frozenset()
@@ -416,6 +421,18 @@ def _figures(metrics) -> dict[str, Any]:
     return {k: v for k, v in metrics.to_json().items() if k in keep}
 
 
+def session_settings(runtime: dict[str, Any], measurement: dict[str, Any]) -> dict[str, Any]:
+    """How to open the artifact as it was measured, for a deployment to reproduce (and `verify` to use): the runtime's
+    threads, precision and session options (as tuned for the serving profile), and the profile."""
+    return {
+        "runtime": runtime["runtime"],
+        "threads": runtime.get("threads", measurement["latency"]["threads"]),
+        "precision": runtime.get("requested_precision", "fp32"),
+        "options": runtime.get("options", {}),
+        "serving": measurement.get("serving", "latency"),
+    }
+
+
 def _finish(work: Path, out: Path, winner, manifest: dict[str, Any]) -> Path:
     """Assemble the output in a temporary folder and rename it into place: all of it, or nothing."""
     from compressbench.reporting import write_report
@@ -438,6 +455,7 @@ def _finish(work: Path, out: Path, winner, manifest: dict[str, Any]) -> Path:
         "files": {name: file_sha256(staging / name) for name in described["files"]},
         "bytes": sum((staging / name).stat().st_size for name in described["files"]),
         "inputs": kind.describe(read_artifact(staging, described["kind"])),
+        "session": session_settings(manifest["compressed"]["runtime"], manifest["measurement"]),
     }
     if described["kind"] in STORED_FORMS:
         manifest["artifact"]["load"] = (

@@ -74,18 +74,20 @@ def search(
     measure: MeasureSettings | None = None,
     cache: Cache | None = None,
     executor: ExecutorSettings | None = None,
+    serving: Literal["latency", "throughput"] = "latency",
 ) -> SearchOutcome:
     """Run (or resume) a search of `trials` trials in all in this process; stop early at `timeout_s` or when a
     feasible trial reaches `goal` (a speed-up at `batch`, or a size ratio with objective size). `plans` narrows the
     space to those families in order (default: every plan of the objective). `executor` runs the trials on Ray, as
-    many at once as the cluster has room for. Writes search.html and search.md."""
+    many at once as the cluster has room for. `serving` "throughput" times every trial for a throughput server (every
+    core, concurrent batches; `MeasureSettings.serving`). Writes search.html and search.md."""
     optuna = _optuna()
     on_ray = executor if executor is not None and executor.kind == "ray" else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{out / 'search.db'}"
-    latency = LatencySettings().with_batch(batch)
-    measure = measure or MeasureSettings(runtime="auto", target_batch=batch, latency=latency)
+    latency = LatencySettings().with_batch(batch) if serving == "latency" else LatencySettings(batch_sizes=(batch,))
+    measure = measure or MeasureSettings(runtime="auto", target_batch=batch, latency=latency, serving=serving)
     model_config = model if isinstance(model, ModelConfig) else ModelConfig(name=model, weights=weights)
     first = make_job(dataset, model_config, "none", seed=seed, measure=measure)  # refusals before any trial
     trains = not is_onnx_model(model_config.name)

@@ -45,6 +45,9 @@ class StudySpec(BaseModel):
     model_recipes: dict[str, list[str]] = Field(
         default_factory=dict, description="per model: run only these of the recipes (by name); others run all"
     )
+    model_datasets: dict[str, list[str]] = Field(
+        default_factory=dict, description="per model: run only on these of the datasets (by name); others on all"
+    )
     measure: MeasureSettings = MeasureSettings()
     model_measure: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per model: MeasureSettings overrides (e.g. runtime: auto for one model)"
@@ -53,6 +56,12 @@ class StudySpec(BaseModel):
     retrain_baselines: bool = Field(
         False, description="train the baselines afresh instead of taking cached or shipped ones"
     )
+
+    def for_serving(self, serving: str) -> StudySpec:
+        """This study measured for another serving profile (its defaults filled in afresh: every core and the large
+        batch for throughput, unless the study sets them)."""
+        measure = MeasureSettings.model_validate({**self.measure.model_dump(exclude_unset=True), "serving": serving})
+        return self.model_copy(update={"measure": measure})
 
 
 def load_study(path: Path | str) -> StudySpec:
@@ -78,24 +87,37 @@ def plan(spec: StudySpec) -> tuple[list[JobConfig], list[str]]:
             raise CompressbenchError(f"study {spec.name}: model_recipes.{model}: not one of the models {models}")
         if unknown := [name for name in chosen if name not in names]:
             raise CompressbenchError(f"study {spec.name}: model_recipes.{model}: {unknown} not in the recipes {names}")
-    for field in ("model_measure", "model_seeds"):
+    for field in ("model_measure", "model_seeds", "model_datasets"):
         for model in getattr(spec, field):
             if model not in models:
                 raise CompressbenchError(f"study {spec.name}: {field}.{model}: not one of the models {models}")
+    datasets = [dataset.name for dataset in spec.datasets]
+    for model, chosen in spec.model_datasets.items():
+        if unknown := [name for name in chosen if name not in datasets]:
+            raise CompressbenchError(
+                f"study {spec.name}: model_datasets.{model}: {unknown} not in the datasets {datasets}"
+            )
     jobs, skipped = [], []
     for dataset in spec.datasets:
         data_spec = load_dataset(dataset).spec
         for model in spec.models:
+            if dataset.name not in spec.model_datasets.get(model.name, [dataset.name]):
+                continue
             if not is_compatible(model.name, data_spec):
                 skipped.append(f"{model.name} on {dataset.name}: takes other inputs than {data_spec.input_shape}")
                 continue
             training = _training(spec, model.name)
             measure = _measure(spec, model.name)
             chosen = spec.model_recipes.get(model.name, names)
+            seeds = spec.model_seeds.get(model.name, spec.seeds)
             for recipe in (r for r in recipes if r.name in chosen):
-                for seed in spec.model_seeds.get(model.name, spec.seeds):
-                    jobs.append(make_job(dataset, model, recipe, seed=seed, baseline_seed=spec.baseline_seed,
-                                         training=training, measure=measure))  # fmt: skip
+                # With one baseline for all seeds, an unseeded recipe makes the same model at every seed.
+                if recipe.seeded or len(seeds) == 1 or spec.baseline_seed is None:
+                    jobs += [make_job(dataset, model, recipe, seed=seed, baseline_seed=spec.baseline_seed,
+                                      training=training, measure=measure) for seed in seeds]  # fmt: skip
+                else:  # one run, timed as long as the seeds' runs together
+                    jobs.append(make_job(dataset, model, recipe, seed=seeds[0], baseline_seed=spec.baseline_seed,
+                                         training=training, measure=_timed_longer(measure, len(seeds))))  # fmt: skip
     return jobs, skipped
 
 
@@ -112,6 +134,13 @@ def _measure(spec: StudySpec, model: str) -> MeasureSettings:
     if model not in spec.model_measure:
         return spec.measure
     return _with_overrides(spec, "model_measure", model, MeasureSettings, spec.measure.model_dump())
+
+
+def _timed_longer(measure: MeasureSettings, factor: int) -> MeasureSettings:
+    """`measure` with `factor` times the timed blocks: an unseeded recipe's one run gets as many paired blocks as a
+    seeded recipe's runs have together, so both summaries' speed-up intervals rest on as many."""
+    latency = measure.latency.model_copy(update={"blocks": measure.latency.blocks * factor})
+    return measure.model_copy(update={"latency": latency})
 
 
 def _with_overrides(spec: StudySpec, section: str, model: str, settings: type[Any], defaults: dict[str, Any]) -> Any:

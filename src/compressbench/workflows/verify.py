@@ -43,10 +43,16 @@ def verify(folder: Path | str, data: str | None = None, threads: int | None = No
     recorded = manifest["input"].get("dataset") or {"name": manifest["input"]["data"], "as_given": True}
     dataset = DatasetConfig(**{**recorded, **({"name": data} if data else {})})
     bundle = load_dataset(dataset, manifest["evaluation"].get("seed") or 0)
-    session = open_session(artifact, runtime, latency.threads, manifest["compressed"]["runtime"].get(
-        "requested_precision", "fp32"))  # fmt: skip
+    # The session as it was measured (manifests before `artifact.session` existed: the latency defaults).
+    session_settings = manifest["artifact"].get("session") or {
+        "precision": manifest["compressed"]["runtime"].get("requested_precision", "fp32"), "options": {},
+        "serving": "latency",
+    }  # fmt: skip
+    session = open_session(artifact, runtime, latency.threads, session_settings["precision"],
+                           session_settings["options"] or None)  # fmt: skip
     accuracy = measure_accuracy(session, bundle.test)
-    timed = measure_latency_interleaved([session], bundle.test.x[: settings["latency_samples"]], latency)[0]
+    timed = measure_latency_interleaved([session], bundle.test.x[: settings["latency_samples"]], latency,
+                                        concurrent=session_settings["serving"] == "throughput")[0]  # fmt: skip
     here = cpu_info()
     return {
         "sha256": "matches the manifest",
@@ -65,6 +71,7 @@ def verify(folder: Path | str, data: str | None = None, threads: int | None = No
             for b, s in timed.items()
         },
         "runtime": runtime,
+        "session": {**session_settings, "threads": latency.threads},
     }
 
 

@@ -1,0 +1,101 @@
+"""Serving profiles: latency (one request at a time, one thread) and throughput (batches served concurrently on every
+core), each runtime's session settings chosen by measurement and recorded so a deployment can reproduce them."""
+
+import copy
+
+import numpy as np
+import pytest
+from conftest import QUICK_TRAINING
+
+from compressbench.data import load_dataset
+from compressbench.errors import CompressbenchError
+from compressbench.measure.compare import MeasureSettings, measure_candidates
+from compressbench.measure.latency import LatencySettings
+from compressbench.models import build_model
+from compressbench.runner.job import make_job
+from compressbench.runtime import export_onnx, open_session
+from compressbench.techniques import Candidate
+from compressbench.training import train
+
+TWO_THREADS = LatencySettings(warmup_s=0.05, blocks=2, block_s=0.05, threads=2)
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    data = load_dataset("digits")
+    module = build_model("mlp", data.spec, seed=0)
+    train(module, data, QUICK_TRAINING, seed=0)
+    return data, module
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_the_throughput_profile_serves_on_two_threads_and_records_its_settings(mlp, runtime):
+    data, module = mlp
+    settings = MeasureSettings(runtime=runtime, serving="throughput", latency=TWO_THREADS)
+    assert settings.latency.batch_sizes == (256,)  # the large batch alone
+    candidates = {"baseline": Candidate(module=module), "candidate": Candidate(module=copy.deepcopy(module))}
+    metrics = measure_candidates(candidates, data, settings)
+    for measured in metrics.values():
+        assert set(measured.latency_ms) == {"256"} and measured.latency_ms["256"] > 0
+        assert measured.runtime["threads"] == 2
+        tried = measured.runtime["tuning"]["tried"]
+        assert len(tried) == 2 and measured.runtime["options"] in [t["options"] for t in tried]
+    options = metrics["candidate"].runtime["options"]
+    if runtime == "openvino":
+        assert options["hint"] == "THROUGHPUT" and metrics["candidate"].runtime["infer_requests"] >= 1
+    else:
+        assert options["parallel_sessions"] in (1, 2)
+    assert metrics["candidate"].accuracy == pytest.approx(metrics["baseline"].accuracy)
+
+
+def test_throughput_takes_every_core_unless_told_and_leaves_latency_keys_alone():
+    assert MeasureSettings(serving="throughput").latency.threads >= 1
+    assert MeasureSettings(serving="throughput", latency=LatencySettings(threads=1)).latency.threads == 1
+    latency = make_job("digits", "mlp", "none")
+    assert "serving" not in latency.identity()["measure"]  # keys of runs stored before the profiles are unchanged
+    throughput = make_job("digits", "mlp", "none", measure=MeasureSettings(serving="throughput"))
+    assert throughput.identity()["measure"]["serving"] == "throughput" and throughput.key() != latency.key()
+
+
+def test_parallel_sessions_give_the_same_outputs_and_bad_settings_are_named():
+    data = load_dataset("digits")
+    proto = export_onnx(build_model("mlp", data.spec, seed=0), data.spec.input_shape)
+    x = data.test.x[:64]
+    single = open_session(proto, "onnxruntime", threads=2)
+    parallel = open_session(proto, "onnxruntime", threads=2, options={"parallel_sessions": 2})
+    np.testing.assert_allclose(parallel.run(x), single.run(x), atol=1e-6)
+    assert parallel.run_many(x, 6) > 0
+    with pytest.raises(CompressbenchError, match="session option optimization='fast'"):
+        open_session(proto, "onnxruntime", options={"optimization": "fast"})
+    with pytest.raises(CompressbenchError, match="3 threads cannot be split evenly over 2 parallel sessions"):
+        open_session(proto, "onnxruntime", threads=3, options={"parallel_sessions": 2})
+    with pytest.raises(CompressbenchError, match="openvino: session option hint='FAST'"):
+        open_session(proto, "openvino", options={"hint": "FAST"})
+
+
+def test_the_manifest_records_the_tuned_session_and_verify_applies_it(mlp, tmp_path):
+    """compress --serving throughput on OpenVINO: the manifest says how to open the artifact as it was measured
+    (threads, THROUGHPUT hint, streams), and verify opens it that way and gets the stored accuracy again."""
+    import compressbench as cb
+
+    _, module = mlp
+    data = tmp_path / "data.npz"
+    digits = load_dataset("digits")
+    np.savez(data, x_train=digits.train.x, y_train=digits.train.y, x_test=digits.test.x, y_test=digits.test.y)
+    outcome = cb.compress_model(
+        module,
+        str(data),
+        out=tmp_path / "out",
+        recipes=["quant.nncf"],
+        runtime="openvino",
+        max_accuracy_drop=100.0,
+        batch=64,
+        serving="throughput",
+        latency=TWO_THREADS,
+    )
+    session = outcome.manifest["artifact"]["session"]
+    assert session["serving"] == "throughput" and session["threads"] == 2
+    assert session["options"]["hint"] == "THROUGHPUT" and session["runtime"] == "openvino"
+    checked = cb.verify(outcome.out)
+    assert checked["session"]["options"] == session["options"]
+    assert checked["accuracy"]["here"] == pytest.approx(outcome.manifest["compressed"]["accuracy"], abs=1e-3)
