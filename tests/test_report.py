@@ -468,6 +468,30 @@ def test_throughput_runs_get_their_own_section_and_recommendation(tmp_path):
     assert static["speed-up b256 (95% CI)"] == "2.00x [1.90, 2.10]"  # the latency run's, not the throughput run's
 
 
+def test_the_memory_objective_takes_the_lowest_peak_below_the_baselines(tmp_path):
+    store = Store(tmp_path / "results.db")
+
+    def probed(peak):
+        return {"peak_rss_mb": peak, "model_rss_mb": peak - 45, "baseline_rss_mb": 45, "load_s": 0.1}
+
+    base = {**BASELINE, "footprint": probed(120)}
+    for recipe, peak, accuracy in (("none", 120, 0.90), ("quant.dynamic", 70, 0.899), ("prune.channels", 60, 0.85),
+                                   ("distill.kd", 130, 0.899), ("quant.static", 80, 0.899)):  # fmt: skip
+        put(
+            store,
+            recipe,
+            [recipe],
+            accuracy,
+            {"1": 1.0, "256": 1.0},
+            2.0,
+            recorded={"baseline": base, "candidate": {**base, "accuracy": accuracy, "footprint": probed(peak)}},
+        )
+    (answer,) = recommend(summarise_runs(store.runs()), 1.0, "memory", 256)
+    # prune.channels peaks lowest but loses 5 points; distill.kd peaks above the baseline.
+    assert (answer.best.recipe, answer.runner_up.recipe) == ("quant.dynamic", "quant.static")
+    assert answer.reason.startswith("peak memory 70 MB vs the baseline's 120 MB (the model's own 25 MB")
+
+
 def test_the_overview_chart_draws_each_speedup_with_its_interval(tmp_path):
     from compressbench.reporting.write import overview_figure
 

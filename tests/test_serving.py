@@ -99,3 +99,16 @@ def test_the_manifest_records_the_tuned_session_and_verify_applies_it(mlp, tmp_p
     checked = cb.verify(outcome.out)
     assert checked["session"]["options"] == session["options"]
     assert checked["accuracy"]["here"] == pytest.approx(outcome.manifest["compressed"]["accuracy"], abs=1e-3)
+
+
+def test_memory_and_load_time_are_probed_for_the_served_model_with_its_session_settings(mlp):
+    """With footprint on, each candidate as served gets its fresh process's peak memory, load time and first calls,
+    opened with the settings it was timed with (here OpenVINO's THROUGHPUT hint)."""
+    data, module = mlp
+    settings = MeasureSettings(runtime="openvino", serving="throughput", latency=TWO_THREADS, footprint=True)
+    metrics = measure_candidates({"baseline": Candidate(module=module)}, data, settings)
+    footprint = metrics["baseline"].footprint
+    assert footprint["peak_rss_mb"] >= footprint["baseline_rss_mb"] > 0 and footprint["load_s"] > 0
+    assert footprint["runtime"] == "openvino" and footprint["threads"] == 2 and footprint["batch"] == 256
+    assert "THROUGHPUT" in footprint["how"]
+    assert "footprint" not in make_job("digits", "mlp", "none").identity()["measure"]  # off: keys unchanged

@@ -167,7 +167,7 @@ def report(out: Path | str, formats: tuple[str, ...] = ("html", "md"), max_accur
 def recommend(
     out: Path | str,
     max_accuracy_drop: float = 1.0,
-    objective: Literal["latency", "size"] = "latency",
+    objective: Literal["latency", "size", "memory"] = "latency",
     batch: int = 256,
 ) -> list[Recommendation]:
     """Per (dataset, model): the recipe and runtime that best meet the objective within budget, and the runner-up."""

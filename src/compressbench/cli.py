@@ -85,6 +85,9 @@ def run(
         int | None, typer.Option(help="runtime threads (default: 1 for latency, every core for throughput)")
     ] = None,
     serving: ServingOption = Serving.latency,
+    footprint: Annotated[
+        bool, typer.Option(help="also measure peak memory, load time and the first call in a fresh process")
+    ] = False,
     runtime: Annotated[
         str, typer.Option(help="onnxruntime, openvino, torch, or auto (fastest installed)")
     ] = "onnxruntime",
@@ -118,7 +121,9 @@ def run(
         recipe,
         seed=seed,
         training=training,
-        measure=cb.MeasureSettings(runtime=runtime, latency=latency, target_batch=batch, serving=serving.value),
+        measure=cb.MeasureSettings(
+            runtime=runtime, latency=latency, target_batch=batch, serving=serving.value, footprint=footprint
+        ),  # fmt: skip
         store=out_dir / "results.db",
         retrain_baselines=retrain_baselines,
     )
@@ -148,6 +153,7 @@ def run(
 class Objective(StrEnum):
     latency = "latency"
     size = "size"
+    memory = "memory"
 
 
 # Where jobs run: the same options on study, search and compress.
@@ -223,6 +229,9 @@ def compress_(
         int | None, typer.Option(help="runtime threads (default: 1 for latency, every core for throughput)")
     ] = None,
     serving: ServingOption = Serving.latency,
+    footprint: Annotated[
+        bool, typer.Option(help="probe each candidate's peak memory, load time and first call in a fresh process")
+    ] = True,
     seed: Annotated[int, typer.Option(help="seed of the held-out split and fine-tuning")] = 0,
     search_trials: Annotated[int, typer.Option(help="with --recipes search: trials in all")] = 20,
     search_timeout: Annotated[str | None, typer.Option(help="with --recipes search: stop after 90s, 30m, 2h")] = None,
@@ -248,6 +257,7 @@ def compress_(
         seed=seed,
         latency=cb.LatencySettings(**({"threads": threads} if threads else {})),
         serving=serving.value,
+        footprint=footprint,
         search_trials=search_trials,
         search_timeout_s=_seconds(search_timeout, "--search-timeout") if search_timeout else None,
         executor=_executor(executor, address, max_retries, measure_on, cpus_per_job),
@@ -459,6 +469,18 @@ def side_by_side(result: cb.RunResult) -> Table:
         "",
     )
     table.add_row("MACs", f"{base.macs:,}", f"{cand.macs:,}", f"{base.macs / max(cand.macs, 1):.2f}x")
+    if base.footprint and cand.footprint and "peak_rss_mb" in base.footprint and "peak_rss_mb" in cand.footprint:
+        before, after = base.footprint, cand.footprint
+        table.add_row("peak memory (fresh process)", f"{before['peak_rss_mb']:.0f} MB",
+                      f"{after['peak_rss_mb']:.0f} MB",
+                      f"model {before['model_rss_mb']:.0f} → {after['model_rss_mb']:.0f} MB")  # fmt: skip
+        table.add_row("load / first call", f"{before['load_s']:.3f} s / {before['first_inference_ms']:.3g} ms",
+                      f"{after['load_s']:.3f} s / {after['first_inference_ms']:.3g} ms", "")  # fmt: skip
+    if result.measurement.get("serving") == "throughput":
+        for batch in result.speedup:
+            rate = int(batch) * 1000 / cand.latency_ms[batch]
+            table.add_row(f"throughput batch {batch}", f"{int(batch) * 1000 / base.latency_ms[batch]:,.0f}/s",
+                          f"{rate:,.0f}/s", f"{runtime.get('options', {})}")  # fmt: skip
     return table
 
 
@@ -627,6 +649,7 @@ def report(
 class Objective(StrEnum):
     latency = "latency"
     size = "size"
+    memory = "memory"
 
 
 @app.command()

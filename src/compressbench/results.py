@@ -41,6 +41,8 @@ class Metrics(BaseModel):
     runtime_choice: str | None = None
     # Text encoders: sentence-embedding cosine and top-k neighbour agreement against the baseline (measure.embeddings).
     embedding: dict[str, Any] | None = None
+    # Peak resident memory, load time and first calls of the served artifact in a fresh process (measure.footprint).
+    footprint: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_unset=True)

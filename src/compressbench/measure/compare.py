@@ -46,6 +46,10 @@ class MeasureSettings(BaseModel):
     exporter: Literal["torchscript", "dynamo"] = "torchscript"
     verify_atol: float = Field(1e-3, gt=0, description="largest allowed |torch - ONNX| logit difference after export")
     latency_samples: int = Field(256, ge=1, description="test samples used (repeated) as latency inputs")
+    footprint: bool = Field(
+        False, description="also measure each served candidate's peak memory, load time and first call in a fresh "
+        "process (measure.footprint; about a second a candidate)",
+    )  # fmt: skip
     serving: Literal["latency", "throughput"] = Field(
         "latency", description="latency: one request at a time on `latency.threads` (1); throughput: batches served "
         "concurrently on every core (or `latency.threads`), ONNX Runtime's intra-op threads or parallel sessions, "
@@ -211,6 +215,22 @@ def tuned_session(artifact: Any, runtime: str, precision: str, data: DataBundle,
     return opened[best]
 
 
+def served_footprint(
+    artifact: Any, runtime: str, session: Session, candidate: Candidate, data: DataBundle, settings: MeasureSettings
+) -> dict[str, Any]:
+    """The served artifact's peak memory, load time and first calls in a fresh process (`measure.footprint`), opened
+    with the session settings it was timed with, on one batch of the target size; a runtime the probe cannot serve
+    from a file (torch) is recorded as skipped."""
+    from compressbench.measure.footprint import CHILD_RUNTIMES, probe_footprint
+
+    if runtime not in CHILD_RUNTIMES:
+        return {"skipped": f"{runtime} serves a torch module: its memory includes torch, not probed"}
+    x = np.resize(data.test.x[: settings.latency_samples], (settings.target_batch, *data.spec.input_shape))
+    probed = probe_footprint(artifact, runtime, x.astype(data.test.x.dtype), threads=settings.latency.threads,
+                             precision=candidate.precision, options=session.info.get("options"))  # fmt: skip
+    return probed.as_dict()
+
+
 def measured_runtimes(settings: MeasureSettings) -> list[str]:
     """The runtimes a candidate is measured on: the one asked for, or with auto every installed one compared."""
     if settings.runtime != "auto":
@@ -293,6 +313,9 @@ def measure_candidates(
             else count_graph_macs(candidate.float_graph, data.spec.input_shape),
             "served_ops": served_ops(served[name][chosen]),
         }
+        if settings.footprint:
+            figures["footprint"] = served_footprint(served[name][chosen], chosen, sessions[(name, chosen)], candidate,
+                                                    data, settings)  # fmt: skip
         if settings.runtime == "auto":
             figures["runtimes"] = {
                 **{rt: {k: m[k] for k in ("accuracy", "latency_ms", "runtime")} for rt, m in measured.items()},

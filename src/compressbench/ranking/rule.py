@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from compressbench.ranking.summary import RecipeSummary, by_model
 
-Objective = Literal["latency", "size"]
+Objective = Literal["latency", "size", "memory"]
 # Results stored before speed-up intervals were measured have none: for them a speed-up counts only from this
 # threshold, the run-to-run spread of interleaved medians here (a 0.95-1.05x band).
 MIN_SPEEDUP = 1.05
@@ -85,6 +85,10 @@ def recommend(
             floor = moved.speedup[key].mean if moved else 1.0
             eligible = [s for s in compressed if credited_speedup(s, key, floor) is not None]
             ranked = sorted([*eligible, *([moved] if moved else [])], key=lambda s: -s.speedup[key].mean)
+        elif objective == "memory":
+            eligible = [s for s in compressed if s.footprint and s.baseline_footprint
+                        and s.footprint["peak_rss_mb"] < s.baseline_footprint["peak_rss_mb"]]  # fmt: skip
+            ranked = sorted(eligible, key=lambda s: s.footprint["peak_rss_mb"])
         else:
             eligible = [s for s in compressed if s.compression_ratio > 1.0]
             ranked = sorted(eligible, key=lambda s: -s.compression_ratio)
@@ -93,6 +97,8 @@ def recommend(
                 f" and runs faster at batch {batch} by less or cheaper work, with the lower end of its 95% interval "
                 "above 1x (a model served dense does the baseline's work: any speed-up it shows is timing noise)"
                 if objective == "latency"
+                else " and peaks lower in memory than the baseline in a fresh process (where it was probed)"
+                if objective == "memory"
                 else ""
             )
             answers.append(Recommendation(dataset, model, None, None, why))
@@ -105,7 +111,12 @@ def recommend(
 
 def _why(best: RecipeSummary, moved: RecipeSummary | None, objective: str, batch: int, budget: float) -> str:
     key = str(batch)
-    if objective != "latency":
+    if objective == "memory":
+        mine, base = best.footprint or {}, best.baseline_footprint or {}
+        figure = (f"peak memory {mine.get('peak_rss_mb', 0):.0f} MB vs the baseline's "
+                  f"{base.get('peak_rss_mb', 0):.0f} MB (the model's own {mine.get('model_rss_mb', 0):.0f} MB; "
+                  f"load {mine.get('load_s', 0):.2f} s)")  # fmt: skip
+    elif objective != "latency":
         figure = f"{best.compression_ratio:.1f}x smaller than fp32 parameters"
     elif best.runtime_only:
         return (f"runtime only: the model unchanged on {best.runtime} runs {speed_words(best, key)} faster at batch "

@@ -62,6 +62,10 @@ class RecipeSummary:
     # None for results stored before it was recorded.
     speed_mechanism: list[str] | None = None
     stored_form: str | None = None  # what `stored_bytes` is: an artifact kind ("onnx-encoded", "onnx-zstd", ...)
+    # The served artifact's and the baseline's peak memory, load time and first calls in a fresh process (first seed;
+    # measure.footprint); None where the run did not probe them.
+    footprint: dict[str, Any] | None = None
+    baseline_footprint: dict[str, Any] | None = None
 
     @property
     def runtime_only(self) -> bool:
@@ -110,6 +114,8 @@ def summarise_runs(runs: list[Run]) -> list[RecipeSummary]:
                 speedup_ci=_interval(results, {b: s.mean for b, s in speedup.items()}),
                 speed_mechanism=_common_mechanism(results),
                 stored_form=first.candidate.stored_form,
+                footprint=_probed(first.candidate.footprint),
+                baseline_footprint=_probed(first.baseline.footprint),
                 size_bytes=first.candidate.size_bytes,
                 stored_bytes=first.candidate.stored_bytes,
                 size_ratio=first.size_ratio,
@@ -148,6 +154,10 @@ def _interval(results: list[RunResult], speedup: dict[str, float]) -> dict[str, 
         elif all(b in r.speedup_ci for r in results):
             intervals[b] = (min(r.speedup_ci[b][0] for r in results), max(r.speedup_ci[b][1] for r in results))
     return intervals
+
+
+def _probed(footprint: dict[str, Any] | None) -> dict[str, Any] | None:
+    return footprint if footprint and "peak_rss_mb" in footprint else None
 
 
 def _blocks(metrics: Metrics, batch: str) -> list[float]:

@@ -58,6 +58,7 @@ def recipe_table(group: list[RecipeSummary]) -> Table:
         "stored KiB (form)",
         "compression",
         "MACs",
+        *(["peak MB (model), load s"] if (probed := any(s.footprint for s in group)) else []),
         "flags",
     ]
     rows = []
@@ -81,10 +82,18 @@ def recipe_table(group: list[RecipeSummary]) -> Table:
                 + (f" ({STORED_FILES.get(s.stored_form, s.stored_form)})" if s.stored_form else ""),
                 f"{s.compression_ratio:.1f}x",
                 f"{s.macs:,}",
+                *([footprint_cell(s.footprint)] if probed else []),
                 "; ".join(s.flags),
             ]
         )
     return header, rows
+
+
+def footprint_cell(footprint: dict[str, Any] | None) -> str:
+    """Peak memory of a fresh process serving it, the model's share, and its load time: "182 (121), 0.20"."""
+    if not footprint:
+        return "—"
+    return f"{footprint['peak_rss_mb']:.0f} ({footprint['model_rss_mb']:.0f}), {footprint['load_s']:.2f}"
 
 
 def speed_cell(summary: RecipeSummary, batch: str) -> str:

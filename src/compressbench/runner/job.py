@@ -89,6 +89,8 @@ class JobConfig(BaseModel):
             del identity["measure"]["latency"]["target_half_width"]
         if self.measure.serving == "latency":  # as those stored before serving profiles existed
             del identity["measure"]["serving"]
+        if not self.measure.footprint:  # as those stored before the memory probe existed
+            del identity["measure"]["footprint"]
         if self.model.weights is not None:  # the weights' content, wherever the file lies
             identity["model"]["weights"] = f"sha256:{weights_fingerprint(self.model.weights)}"
         if is_onnx_model(self.model.name):

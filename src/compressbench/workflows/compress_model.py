@@ -87,6 +87,7 @@ def compress_model(
     sequence_length: int | None = None,
     image: dict[str, Any] | None = None,
     serving: Literal["latency", "throughput"] = "latency",
+    footprint: bool = False,
 ) -> CompressOutcome:
     """Try the recipes on the user's trained model and write the winner to `out` (see the module docstring).
 
@@ -104,6 +105,8 @@ def compress_model(
     candidate too, and nothing slower than the fastest of them is handed back (`compressbench.ranking.recommend`).
     `serving` "throughput" times batches served concurrently on every core (or `latency.threads`), each runtime's
     session settings tuned; the manifest's `artifact.session` says how to open the artifact as it was measured.
+    `footprint` (always with objective "memory") probes every candidate's peak memory, load time and first call in
+    a fresh process (`measure.footprint`), into the manifest and the report.
     """
     out = Path(out)
     if out.exists():
@@ -119,6 +122,7 @@ def compress_model(
         target_batch=batch,
         latency=LatencySettings(**{**timing, "batch_sizes": timed_batches(batch_sizes, batch)}),
         serving=serving,
+        footprint=footprint or objective == "memory",
     )
     # What the input offers, for the shortlists that are chosen by it (a model is built once to look for attention).
     meets = _input_meets(model_config, instance, bundle) if recipes in ("auto", "search") else frozenset()
@@ -417,7 +421,7 @@ def _same_runtime_speedup(result) -> dict[str, float]:
 
 def _figures(metrics) -> dict[str, Any]:
     keep = ("accuracy", "accuracy_ci", "test_samples", "latency_ms", "latency", "runtime", "size_bytes", "zstd_bytes",
-            "encoded_bytes", "stored_bytes", "stored_form", "params", "runtimes")  # fmt: skip
+            "encoded_bytes", "stored_bytes", "stored_form", "params", "runtimes", "footprint")  # fmt: skip
     return {k: v for k, v in metrics.to_json().items() if k in keep}
 
 

@@ -81,6 +81,11 @@ def search(
     space to those families in order (default: every plan of the objective). `executor` runs the trials on Ray, as
     many at once as the cluster has room for. `serving` "throughput" times every trial for a throughput server (every
     core, concurrent batches; `MeasureSettings.serving`). Writes search.html and search.md."""
+    if objective == "memory":
+        raise CompressbenchError(
+            "objective memory: not searched (each trial would need a fresh-process probe); use compress --objective "
+            "memory, which probes every shortlisted candidate"
+        )
     optuna = _optuna()
     on_ray = executor if executor is not None and executor.kind == "ray" else None
     out = Path(out)
