@@ -7,9 +7,10 @@ from compressbench.cache import default_cache_dir
 from compressbench.data import load_dataset
 from compressbench.data.text import FORTUNE_TOPICS, fortune_texts
 from compressbench.measure import environment, measure_accuracy, measure_latency_interleaved
+from compressbench.measure.environment import cpu_info
 from compressbench.measure.size import count_macs
 from compressbench.models import build_model
-from compressbench.runtime import export_onnx, open_session
+from compressbench.runtime import export_onnx, onnx_to_openvino, open_session
 from compressbench.techniques import Context
 from compressbench.techniques.quant_dynamic import quantize_dynamic_graph
 from compressbench.techniques.quant_static import preprocess, quantize_static_graph
@@ -20,6 +21,7 @@ __all__ = [
     "Context",
     "build_model",
     "count_macs",
+    "cpu_info",
     "default_cache_dir",
     "environment",
     "evaluate",
@@ -28,6 +30,7 @@ __all__ = [
     "load_dataset",
     "measure_accuracy",
     "measure_latency_interleaved",
+    "onnx_to_openvino",
     "open_session",
     "preprocess",
     "quantize_dynamic_graph",

@@ -22,9 +22,10 @@ from compressbench.runtime.base import run_many
 
 # With a target width, timing stops at this many times the minimum number of blocks whatever the width reached.
 ADAPTIVE_LIMIT = 4
-# A concurrent block serves at least this many batches: each block starts with an empty queue and ends draining it,
-# which costs about one batch's time on one stream; over 16 batches that stays a few percent of a block.
-CONCURRENT_MIN_CALLS = 16
+# A concurrent block serves at least this many batches per request in flight (a session's `concurrency`: OpenVINO's
+# infer requests, ONNX Runtime's parallel sessions): each block starts with an empty queue and ends draining it,
+# about one batch's time on one stream, a few percent of a block of 4 rounds.
+CONCURRENT_ROUNDS = 4
 
 
 class LatencySettings(BaseModel):
@@ -83,7 +84,7 @@ def _interleaved(
         calls_per_block = []
         for session in sessions:
             per_call = (_warm_up_concurrent if concurrent else _warm_up)(session, x, settings.warmup_s)
-            least = CONCURRENT_MIN_CALLS if concurrent else 1
+            least = CONCURRENT_ROUNDS * _concurrency(session) if concurrent else 1
             calls_per_block.append(max(least, int(settings.block_s / max(per_call, 1e-7))))
         blocks: list[list[list[float]]] = [[] for _ in sessions]
         limit = settings.blocks if settings.target_half_width is None else ADAPTIVE_LIMIT * settings.blocks
@@ -127,13 +128,19 @@ def _warm_up(session: Session, x: np.ndarray, seconds: float) -> float:
     return float(np.mean(durations[len(durations) // 2 :]))
 
 
+def _concurrency(session: Session) -> int:
+    """How many batches the session serves at once (1 for one served after another)."""
+    return int(getattr(session, "concurrency", 1))
+
+
 def _warm_up_concurrent(session: Session, x: np.ndarray, seconds: float) -> float:
-    """Serve rounds of concurrent batches until `seconds` have passed (at least 3 rounds); the last round's wall
-    seconds per batch."""
-    started, rounds, calls = time.perf_counter(), 0, 4
-    while rounds < 3 or time.perf_counter() - started < seconds:
+    """Serve rounds of `CONCURRENT_ROUNDS` batches per request in flight until `seconds` have passed (at least two
+    rounds: the first compiles and fills the queue); the last round's wall seconds per batch."""
+    started, rounds = time.perf_counter(), 0
+    while rounds < 2 or time.perf_counter() - started < seconds:
+        calls = CONCURRENT_ROUNDS * _concurrency(session)  # known once the first round opened its queue
         per_call = run_many(session, x, calls) / calls
-        rounds, calls = rounds + 1, min(calls * 2, 64)
+        rounds += 1
     return per_call
 
 

@@ -381,9 +381,9 @@ def throughput_sections(
             options = ", ".join(f"{k} {v}" for k, v in settings.get((dataset, model, s.recipe), {}).items())
             rows.append([dataset, model, s.recipe, s.runtime, options or "—",
                          f"{batch * 1000 / s.baseline_latency_ms[key].mean:,.0f} → {rate:,.0f}", speed_cell(s, key),
-                         scaling, f"{-s.accuracy_drop_pt.mean:+.2f}"])  # fmt: skip
+                         scaling, footprint_cell(s.footprint), f"{-s.accuracy_drop_pt.mean:+.2f}"])  # fmt: skip
     header = ["dataset", "model", "recipe", "runtime", "session settings", "samples/s: baseline → this",
-              f"speed-up b{batch} (95% CI)", "scaling from 1 thread", "Δ pt"]  # fmt: skip
+              f"speed-up b{batch} (95% CI)", "scaling from 1 thread", "peak MB (model), load s", "Δ pt"]  # fmt: skip
     sections.append(Section("Samples per second", level=3, tables=[(header, rows)]))
     served = {(a.dataset, a.model): a for a in recommend(latency_summaries, max_accuracy_drop, "latency", batch)}
     answers = []

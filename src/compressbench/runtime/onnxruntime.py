@@ -92,6 +92,7 @@ class OnnxRuntimeSession:
         self._session = self._sessions[0]
         self._inputs = [(i.name, INPUT_TYPES.get(i.type, np.float32)) for i in self._session.get_inputs()]
         self._pool = ThreadPoolExecutor(parallel) if parallel > 1 else None
+        self.concurrency = parallel  # batches served at once by `run_many`; `run` uses the first session alone
         self.info = {
             "runtime": "onnxruntime",
             "version": ort.__version__,
@@ -103,6 +104,10 @@ class OnnxRuntimeSession:
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self._session.run(None, graph_feeds(x, self._inputs))[0]
+
+    def __del__(self) -> None:
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown(wait=False)
 
     def run_many(self, x: np.ndarray, calls: int) -> float:
         """Serve `calls` batches as a throughput server does (spread over the parallel sessions, whose runs release

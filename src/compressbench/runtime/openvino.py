@@ -40,6 +40,7 @@ class OpenVinoSession:
         self._options = compile_options(self.options)
         self._compiled: dict[tuple[str, ...], tuple[Any, Any]] = {}
         self._queues: dict[tuple[str, ...], Any] = {}
+        self.concurrency = 1  # batches in flight in `run_many`: its queue's infer requests, once opened
         self._dtypes = [port.element_type.to_dtype() for port in self.model.inputs]  # float32, or int64 for ids
         self.info = {
             "runtime": "openvino",
@@ -105,6 +106,7 @@ class OpenVinoSession:
             )
             self.info["streams"] = int(compiled.get_property("NUM_STREAMS"))
             self.info["infer_requests"] = len(self._queues[key])
+        self.concurrency = len(self._queues[key])
         queue = self._queues[key]
         inputs = self._inputs(x)
         started = time.perf_counter()
