@@ -9,7 +9,7 @@ from conftest import QUICK_TRAINING
 
 from compressbench.data import load_dataset
 from compressbench.errors import CompressbenchError
-from compressbench.measure.compare import MeasureSettings, measure_candidates
+from compressbench.measure.compare import MeasureSettings, measure_candidates, session_choices
 from compressbench.measure.latency import LatencySettings
 from compressbench.models import build_model
 from compressbench.runner.job import make_job
@@ -38,13 +38,15 @@ def test_the_throughput_profile_serves_on_two_threads_and_records_its_settings(m
     for measured in metrics.values():
         assert set(measured.latency_ms) == {"256"} and measured.latency_ms["256"] > 0
         assert measured.runtime["threads"] == 2
-        tried = measured.runtime["tuning"]["tried"]
-        assert len(tried) == 2 and measured.runtime["options"] in [t["options"] for t in tried]
+        tried = [t["options"] for t in measured.runtime["tuning"]["tried"]]
+        assert len(tried) == len(session_choices(runtime, settings)) == {"onnxruntime": 4, "openvino": 3}[runtime]
+        assert measured.runtime["options"] in tried
     options = metrics["candidate"].runtime["options"]
     if runtime == "openvino":
         assert options["hint"] == "THROUGHPUT" and metrics["candidate"].runtime["infer_requests"] >= 1
     else:
         assert options["parallel_sessions"] in (1, 2)
+        assert {"optimization": "all", "execution_mode": "parallel", "parallel_sessions": 1} in tried
     assert metrics["candidate"].accuracy == pytest.approx(metrics["baseline"].accuracy)
 
 
@@ -57,6 +59,23 @@ def test_throughput_takes_every_core_unless_told_and_leaves_latency_keys_alone()
     assert throughput.identity()["measure"]["serving"] == "throughput" and throughput.key() != latency.key()
 
 
+def test_tune_tries_onnxruntime_optimisation_levels_in_the_latency_profile_and_keeps_the_fastest(mlp):
+    data, module = mlp
+    one_thread = TWO_THREADS.model_copy(update={"threads": 1, "batch_sizes": (1, 256)})
+    settings = MeasureSettings(latency=one_thread, tune=True)
+    measured = measure_candidates({"baseline": Candidate(module=module)}, data, settings)["baseline"]
+    tuning = measured.runtime["tuning"]
+    tried = {t["options"]["optimization"]: t["batch_ms"] for t in tuning["tried"]}
+    assert set(tried) == {"all", "extended", "basic"}
+    assert measured.runtime["options"]["optimization"] == min(tried, key=tried.get)  # the fastest kept
+    assert session_choices("openvino", settings) == [{}]  # one thread, one stream: nothing to choose
+    assert "tuning" not in measure_candidates({"baseline": Candidate(module=module)}, data,
+                                              MeasureSettings(latency=one_thread))["baseline"].runtime  # fmt: skip
+    assert "tune" not in make_job("digits", "mlp", "none").identity()["measure"]  # off: keys unchanged
+    tuned = make_job("digits", "mlp", "none", measure=settings)
+    assert tuned.identity()["measure"]["tune"] is True and tuned.key() != make_job("digits", "mlp", "none").key()
+
+
 def test_parallel_sessions_give_the_same_outputs_and_bad_settings_are_named():
     data = load_dataset("digits")
     proto = export_onnx(build_model("mlp", data.spec, seed=0), data.spec.input_shape)
@@ -64,6 +83,8 @@ def test_parallel_sessions_give_the_same_outputs_and_bad_settings_are_named():
     single = open_session(proto, "onnxruntime", threads=2)
     parallel = open_session(proto, "onnxruntime", threads=2, options={"parallel_sessions": 2})
     np.testing.assert_allclose(parallel.run(x), single.run(x), atol=1e-6)
+    branches = open_session(proto, "onnxruntime", threads=2, options={"execution_mode": "parallel"})
+    np.testing.assert_allclose(branches.run(x), single.run(x), atol=1e-6)
     assert parallel.run_many(x, 6) > 0
     with pytest.raises(CompressbenchError, match="session option optimization='fast'"):
         open_session(proto, "onnxruntime", options={"optimization": "fast"})

@@ -88,6 +88,9 @@ def run(
     footprint: Annotated[
         bool, typer.Option(help="also measure peak memory, load time and the first call in a fresh process")
     ] = False,
+    tune: Annotated[
+        bool, typer.Option(help="try each runtime's session settings and keep the fastest (always with throughput)")
+    ] = False,
     runtime: Annotated[
         str, typer.Option(help="onnxruntime, openvino, torch, or auto (fastest installed)")
     ] = "onnxruntime",
@@ -122,8 +125,13 @@ def run(
         seed=seed,
         training=training,
         measure=cb.MeasureSettings(
-            runtime=runtime, latency=latency, target_batch=batch, serving=serving.value, footprint=footprint
-        ),  # fmt: skip
+            runtime=runtime,
+            latency=latency,
+            target_batch=batch,
+            serving=serving.value,
+            footprint=footprint,
+            tune=tune,
+        ),
         store=out_dir / "results.db",
         retrain_baselines=retrain_baselines,
     )
@@ -232,6 +240,13 @@ def compress_(
     footprint: Annotated[
         bool, typer.Option(help="probe each candidate's peak memory, load time and first call in a fresh process")
     ] = True,
+    tune: Annotated[
+        bool,
+        typer.Option(
+            help="try each runtime's session settings per candidate and write the fastest's into the "
+            "manifest (always with throughput)"
+        ),
+    ] = True,
     seed: Annotated[int, typer.Option(help="seed of the held-out split and fine-tuning")] = 0,
     search_trials: Annotated[int, typer.Option(help="with --recipes search: trials in all")] = 20,
     search_timeout: Annotated[str | None, typer.Option(help="with --recipes search: stop after 90s, 30m, 2h")] = None,
@@ -258,6 +273,7 @@ def compress_(
         latency=cb.LatencySettings(**({"threads": threads} if threads else {})),
         serving=serving.value,
         footprint=footprint,
+        tune=tune,
         search_trials=search_trials,
         search_timeout_s=_seconds(search_timeout, "--search-timeout") if search_timeout else None,
         executor=_executor(executor, address, max_retries, measure_on, cpus_per_job),

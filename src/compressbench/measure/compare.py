@@ -55,6 +55,10 @@ class MeasureSettings(BaseModel):
         "concurrently on every core (or `latency.threads`), ONNX Runtime's intra-op threads or parallel sessions, "
         "OpenVINO's THROUGHPUT hint with asynchronous requests, timed as batches per second at `target_batch`",
     )  # fmt: skip
+    tune: bool = Field(
+        False, description="in the latency profile, also try ONNX Runtime's graph optimisation levels and keep the "
+        "fastest per candidate (the throughput profile always tunes its settings)",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def throughput_on_every_core(self) -> MeasureSettings:
@@ -177,16 +181,26 @@ def speed_mechanism(baseline: Metrics, candidate: Metrics) -> list[str]:
 
 
 def session_choices(runtime: str, settings: MeasureSettings) -> list[dict[str, Any]]:
-    """The session settings tried for a served candidate, the first being the profile's default. Latency: the one
-    request-at-a-time setting each runtime is timed with. Throughput: ONNX Runtime's threads in one session or split
-    over parallel sessions; OpenVINO's THROUGHPUT hint with the streams it picks or one per thread."""
+    """The session settings tried for a served candidate, the first being the profile's default.
+
+    Latency: the one request-at-a-time setting each runtime is timed with; with `tune`, ONNX Runtime's lower graph
+    optimisation levels too (all of them fuse and pre-pack; the layout changes of "all" do not win everywhere).
+    OpenVINO on one thread has one stream and nothing more to choose. Throughput: ONNX Runtime's threads in one
+    session, split over parallel sessions, or given to independent nodes (parallel execution mode), and a lower
+    optimisation level; OpenVINO's THROUGHPUT hint with the streams it picks or one per thread, and its LATENCY
+    hint (one stream over every thread). A lower inference precision (bf16) is never a session setting here: it
+    changes the outputs, so it is a candidate of its own (`precision.bf16`) judged against the accuracy budget."""
     threads = settings.latency.threads
     if settings.serving == "latency":
-        return [{}]
+        tuned = settings.tune and runtime == "onnxruntime"
+        return [{}, {"optimization": "extended"}, {"optimization": "basic"}] if tuned else [{}]
     if runtime == "onnxruntime":
-        return [{"parallel_sessions": 1}] + ([{"parallel_sessions": threads}] if threads > 1 else [])
+        split = [{"parallel_sessions": threads}, {"parallel_sessions": 1, "execution_mode": "parallel"}]
+        return [{"parallel_sessions": 1}, *(split if threads > 1 else []),
+                {"parallel_sessions": 1, "optimization": "extended"}]  # fmt: skip
     if runtime == "openvino":
-        return [{"hint": "THROUGHPUT"}] + ([{"hint": "THROUGHPUT", "streams": threads}] if threads > 1 else [])
+        split = [{"hint": "THROUGHPUT", "streams": threads}, {"hint": "LATENCY"}]
+        return [{"hint": "THROUGHPUT"}, *(split if threads > 1 else [])]
     return [{}]
 
 

@@ -91,6 +91,8 @@ class JobConfig(BaseModel):
             del identity["measure"]["serving"]
         if not self.measure.footprint:  # as those stored before the memory probe existed
             del identity["measure"]["footprint"]
+        if not self.measure.tune:  # as those stored before latency-profile tuning existed
+            del identity["measure"]["tune"]
         if self.model.weights is not None:  # the weights' content, wherever the file lies
             identity["model"]["weights"] = f"sha256:{weights_fingerprint(self.model.weights)}"
         if is_onnx_model(self.model.name):

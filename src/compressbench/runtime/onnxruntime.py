@@ -78,7 +78,8 @@ class OnnxRuntimeSession:
             )
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads // parallel
-        options.inter_op_num_threads = 1
+        # Parallel execution runs independent nodes (a residual block's branches) at once, on inter-op threads.
+        options.inter_op_num_threads = self.threads // parallel if chosen["execution_mode"] == "parallel" else 1
         options.execution_mode = getattr(ort.ExecutionMode, EXECUTION_MODES[chosen["execution_mode"]])
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
                                                    OPTIMIZATION_LEVELS[chosen["optimization"]])  # fmt: skip

@@ -88,6 +88,7 @@ def compress_model(
     image: dict[str, Any] | None = None,
     serving: Literal["latency", "throughput"] = "latency",
     footprint: bool = False,
+    tune: bool = False,
 ) -> CompressOutcome:
     """Try the recipes on the user's trained model and write the winner to `out` (see the module docstring).
 
@@ -106,7 +107,8 @@ def compress_model(
     `serving` "throughput" times batches served concurrently on every core (or `latency.threads`), each runtime's
     session settings tuned; the manifest's `artifact.session` says how to open the artifact as it was measured.
     `footprint` (always with objective "memory") probes every candidate's peak memory, load time and first call in
-    a fresh process (`measure.footprint`), into the manifest and the report.
+    a fresh process (`measure.footprint`), into the manifest and the report. `tune` tries each runtime's session
+    settings in the latency profile too (`MeasureSettings.tune`), so the manifest's are the fastest measured.
     """
     out = Path(out)
     if out.exists():
@@ -123,6 +125,7 @@ def compress_model(
         latency=LatencySettings(**{**timing, "batch_sizes": timed_batches(batch_sizes, batch)}),
         serving=serving,
         footprint=footprint or objective == "memory",
+        tune=tune,
     )
     # What the input offers, for the shortlists that are chosen by it (a model is built once to look for attention).
     meets = _input_meets(model_config, instance, bundle) if recipes in ("auto", "search") else frozenset()
