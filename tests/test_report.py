@@ -468,6 +468,28 @@ def test_throughput_runs_get_their_own_section_and_recommendation(tmp_path):
     assert static["speed-up b256 (95% CI)"] == "2.00x [1.90, 2.10]"  # the latency run's, not the throughput run's
 
 
+def test_a_throughput_pick_within_the_latency_picks_interval_is_not_called_a_different_answer(tmp_path):
+    """On every core the pruned model edges past int8 by less than their intervals: the answers differ by name
+    only, and the report says so with the latency pick's own throughput figure."""
+    store = Store(tmp_path / "results.db")
+    put(store, "none", [], 0.90, {"1": 1.0, "256": 1.0}, 1.0, recorded=measured([], (0.98, 1.02)))
+    put(store, "quant.static", ["quant.static"], 0.899, {"1": 2.0, "256": 2.0}, 3.9,
+        recorded=measured(["int8 on onnxruntime"], (1.9, 2.1)))  # fmt: skip
+    put(store, "prune.channels", ["prune.channels"], 0.898, {"1": 1.5, "256": 1.5}, 2.0,
+        recorded=measured(["2.00x fewer MACs"], (1.4, 1.6)))  # fmt: skip
+    on_two = {**MEASUREMENT, "serving": "throughput", "target_batch": 256,
+              "latency": {**MEASUREMENT["latency"], "threads": 2, "batch_sizes": [256]}}  # fmt: skip
+    for recipe, speed, ci, mechanism in (("none", 1.0, (0.98, 1.02), []),
+                                         ("quant.static", 1.75, (1.65, 1.85), ["int8 on onnxruntime"]),
+                                         ("prune.channels", 1.8, (1.7, 1.9), ["2.00x fewer MACs"])):  # fmt: skip
+        put(store, recipe, [recipe] if recipe != "none" else [], 0.899, {"1": speed, "256": speed}, 2.0,
+            recorded={**measured(mechanism, ci), "measurement": on_two}, profile="-throughput")  # fmt: skip
+    (answer,) = next(s for s in report_sections(store, {})
+                     if s.title.startswith("Recommendation for a throughput server")).tables  # fmt: skip
+    assert answer[1][0][2:5] == ["prune.channels on onnxruntime", "quant.static on onnxruntime",
+                                 "differs, within the intervals (quant.static: 1.75x [1.65, 1.85] here)"]  # fmt: skip
+
+
 def test_the_memory_objective_takes_the_lowest_peak_below_the_baselines(tmp_path):
     store = Store(tmp_path / "results.db")
 

@@ -386,17 +386,35 @@ def throughput_sections(
               f"speed-up b{batch} (95% CI)", "scaling from 1 thread", "peak MB (model), load s", "Δ pt"]  # fmt: skip
     sections.append(Section("Samples per second", level=3, tables=[(header, rows)]))
     served = {(a.dataset, a.model): a for a in recommend(latency_summaries, max_accuracy_drop, "latency", batch)}
+    by_recipe = {(s.dataset, s.model, s.recipe): s for s in summaries}
     answers = []
     for a in recommend(summaries, max_accuracy_drop, "latency", batch):
         other = served.get((a.dataset, a.model))
         latency_choice = (other.label(other.best) or "keep the baseline") if other else "—"
         chosen = a.label(a.best) or "keep the baseline"
-        same = "same" if other and latency_choice == chosen else "differs"
-        answers.append([a.dataset, a.model, chosen, latency_choice, same if other else "—", a.reason])
+        if other is None:
+            verdict = "—"
+        elif latency_choice == chosen:
+            verdict = "same"
+        else:
+            verdict = _differs(a.best, other.best and by_recipe.get((a.dataset, a.model, other.best.recipe)), key)
+        answers.append([a.dataset, a.model, chosen, latency_choice, verdict, a.reason])
     sections.append(Section(f"Recommendation for a throughput server (accuracy budget {max_accuracy_drop:g} pt)",
                             level=3, tables=[(["dataset", "model", f"throughput, {threads} threads",
                                                f"latency, batch {batch}", "", "why"], answers)]))  # fmt: skip
     return sections
+
+
+def _differs(throughput_pick: RecipeSummary | None, latency_pick: RecipeSummary | None, batch: str) -> str:
+    """Says "differs" when the throughput server's pick serves more than the latency pick does on every core, beyond both
+    95% intervals; when the intervals overlap the two serve alike and the choice between them is noise."""
+    if throughput_pick is None or latency_pick is None:
+        return "differs"
+    if batch not in throughput_pick.speedup_ci or batch not in latency_pick.speedup_ci:
+        return "differs"
+    if throughput_pick.speedup_ci[batch][0] > latency_pick.speedup_ci[batch][1]:
+        return "differs"
+    return f"differs, within the intervals ({latency_pick.recipe}: {speed_cell(latency_pick, batch)} here)"
 
 
 def baseline_origins(runs: list[Run]) -> str:
