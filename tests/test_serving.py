@@ -42,8 +42,8 @@ def test_the_throughput_profile_serves_on_two_threads_and_records_its_settings(m
         assert len(tried) == len(session_choices(runtime, settings)) == {"onnxruntime": 4, "openvino": 3}[runtime]
         assert measured.runtime["options"] in tried
     options = metrics["candidate"].runtime["options"]
-    if runtime == "openvino":
-        assert options["hint"] == "THROUGHPUT" and metrics["candidate"].runtime["infer_requests"] >= 1
+    if runtime == "openvino":  # which hint is kept is the CPU's answer: THROUGHPUT's streams are always tried
+        assert any(o["hint"] == "THROUGHPUT" for o in tried) and metrics["candidate"].runtime["infer_requests"] >= 1
     else:
         assert options["parallel_sessions"] in (1, 2)
         assert {"optimization": "all", "execution_mode": "parallel", "parallel_sessions": 1} in tried
@@ -124,12 +124,12 @@ def test_the_manifest_records_the_tuned_session_and_verify_applies_it(mlp, tmp_p
 
 def test_memory_and_load_time_are_probed_for_the_served_model_with_its_session_settings(mlp):
     """With footprint on, each candidate as served gets its fresh process's peak memory, load time and first calls,
-    opened with the settings it was timed with (here OpenVINO's THROUGHPUT hint)."""
+    opened with the settings it was timed with (OpenVINO's hint and streams that tuning kept)."""
     data, module = mlp
     settings = MeasureSettings(runtime="openvino", serving="throughput", latency=TWO_THREADS, footprint=True)
     metrics = measure_candidates({"baseline": Candidate(module=module)}, data, settings)
     footprint = metrics["baseline"].footprint
     assert footprint["peak_rss_mb"] >= footprint["baseline_rss_mb"] > 0 and footprint["load_s"] > 0
     assert footprint["runtime"] == "openvino" and footprint["threads"] == 2 and footprint["batch"] == 256
-    assert "THROUGHPUT" in footprint["how"]
+    assert f"with {metrics['baseline'].runtime['options']}" in footprint["how"]
     assert "footprint" not in make_job("digits", "mlp", "none").identity()["measure"]  # off: keys unchanged
