@@ -42,8 +42,11 @@ def test_the_throughput_profile_serves_on_two_threads_and_records_its_settings(m
         assert len(tried) == len(session_choices(runtime, settings)) == {"onnxruntime": 4, "openvino": 3}[runtime]
         assert measured.runtime["options"] in tried
     options = metrics["candidate"].runtime["options"]
-    if runtime == "openvino":  # which hint is kept is the CPU's answer: THROUGHPUT's streams are always tried
-        assert any(o["hint"] == "THROUGHPUT" for o in tried) and metrics["candidate"].runtime["infer_requests"] >= 1
+    timed = metrics["candidate"].runtime["tuning"]["tried"]
+    assert options == min(timed, key=lambda t: t["batch_ms"])["options"]  # which setting wins is the CPU's answer
+    if runtime == "openvino":
+        assert {t["options"]["hint"] for t in timed} == {"THROUGHPUT", "LATENCY"}
+        assert metrics["candidate"].runtime["infer_requests"] >= 1
     else:
         assert options["parallel_sessions"] in (1, 2)
         assert {"optimization": "all", "execution_mode": "parallel", "parallel_sessions": 1} in tried
